@@ -1,0 +1,44 @@
+# Every target does its own set-up: the first one that needs it builds .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; a plain requirement would pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: help install fit test lint format bench-learning clean
+
+help:
+	@echo "make fit    train the saccade model on two-digit cluttered MNIST (CPU)"
+	@echo "make test   lint and run the test suite"
+	@echo "make lint   ruff check and ruff format --check"
+	@echo "make format apply ruff's fixes and formatting"
+	@echo "make bench-learning  the 30-minute learning-curve benchmark"
+
+$(BIN)/varsac: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/varsac
+
+fit: install
+	$(BIN)/varsac fit experiment=cluttered_mnist $(ARGS)
+
+test: install lint
+	$(BIN)/pytest $(ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench-learning: install
+	$(BIN)/python benchmarks/learning_curve.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""Lightning callbacks of varsac."""
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
+
+from varsac.models.classifier import Batch
+from varsac.viz import SaccadePicture, describe, draw_saccades
+
+
+class SaccadePictures(Callback):
+    """After every validation epoch, draws where the model looked on a fixed set of samples.
+
+    The first ``num_samples`` validation samples are kept; each epoch their
+    saccades go to ``dirpath/epoch_NNN.png`` and to every logger that takes images.
+    """
+
+    def __init__(self, dirpath: str, num_samples: int = 6) -> None:
+        self.dirpath = Path(dirpath)
+        self.num_samples = num_samples
+        self.samples: Batch | None = None
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        module: L.LightningModule,
+        outputs: object,
+        batch: Batch,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self.samples is None and batch_idx == 0 and dataloader_idx == 0:
+            self.samples = {
+                k: v[: self.num_samples].detach().cpu()
+                for k, v in batch.items()
+                if isinstance(v, torch.Tensor)
+            }
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or self.samples is None:
+            return
+        samples = self.samples
+        with torch.no_grad():
+            saccades = module.saccade(
+                samples["image"].to(module.device), samples["proxy"].to(module.device), sample=False
+            )
+        predictions = module.task.predict(saccades.log_probs).cpu()
+        pictures = [
+            SaccadePicture(
+                image=samples["image"][i],
+                proxy=samples["proxy"][i],
+                boxes=saccades.boxes[i].cpu(),
+                glimpses=saccades.glimpses[i].cpu(),
+                caption=f"predicted {describe(predictions[i])}   "
+                f"true {describe(samples['target'][i].long())}",
+            )
+            for i in range(len(predictions))
+        ]
+        sheet = draw_saccades(pictures)
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        path = self.dirpath / f"epoch_{trainer.current_epoch:03d}.png"
+        partial = path.with_suffix(".png.partial")
+        sheet.save(partial, format="PNG")
+        os.replace(partial, path)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(
+                    "val/saccades",
+                    [sheet],
+                    step=trainer.global_step,
+                    caption=[f"epoch {trainer.current_epoch}"],
+                )

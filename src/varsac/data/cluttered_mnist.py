@@ -1,0 +1,499 @@
+"""Cluttered MNIST (DeepMind mnist-cluttered style): generator, on-disk cache and datamodule.
+
+A canvas holds ``num_digits`` 28×28 MNIST digits at random, non-overlapping positions.
+
+- ``identify``: the digits are of distinct classes and the target is their multi-hot vector
+  over the 10 classes; ``num_distractors`` clutter pieces (random ``distractor_size``² patches
+  cut from other digits) lie under the digits.
+- ``sum``: no clutter (as in the paper), any classes, the target is the sum of the classes.
+
+Pieces are combined by a pixel-wise max: clutter first, then the digits on top.
+"""
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from varsac.data.mnist import (
+    DIGIT_SIZE,
+    NUM_CLASSES,
+    load_mnist,
+    replace_atomically,
+    save_npz_atomically,
+)
+
+log = logging.getLogger(__name__)
+
+LABEL_MODES = ("identify", "sum")
+SPLITS = ("train", "val", "test")
+# Bump when the generator changes what it draws, so that old caches are not reused.
+FORMAT_VERSION = 1
+
+_MAX_REJECTION_ROUNDS = 1000
+_CHUNK = 1000  # canvases rendered (or downsampled to proxies) at a time
+_PROGRESS_MIN_CANVASES = 5000
+
+
+@dataclass(frozen=True)
+class ClutteredSplit:
+    """``n`` generated canvases and what was drawn on them.
+
+    canvases: uint8 (n, H, W).
+    digits: int64 (n, num_digits), the class of each digit drawn.
+    boxes: int64 (n, num_digits, 4), each digit's placement (x0, y0, x1, y1) in pixels,
+        end exclusive.
+    source_indices: int64 (n, num_digits), index of each digit in the MNIST images it came from.
+    """
+
+    canvases: np.ndarray
+    digits: np.ndarray
+    boxes: np.ndarray
+    source_indices: np.ndarray
+
+    def save(self, path: Path) -> None:
+        """Write the split to the ``.npz`` file ``path``, atomically."""
+        save_npz_atomically(
+            path,
+            canvases=self.canvases,
+            digits=self.digits,
+            boxes=self.boxes,
+            source_indices=self.source_indices,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> "ClutteredSplit":
+        """Read a split written by ``save``."""
+        with np.load(path) as arrays:
+            return cls(
+                canvases=arrays["canvases"],
+                digits=arrays["digits"],
+                boxes=arrays["boxes"],
+                source_indices=arrays["source_indices"],
+            )
+
+
+def check_generation_args(
+    *,
+    canvas_size: int,
+    num_digits: int,
+    num_distractors: int,
+    distractor_size: int,
+    label_mode: str,
+    digit_size: int = DIGIT_SIZE,
+) -> None:
+    """Raise ``ValueError`` naming the first argument that cannot make a cluttered canvas."""
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
+    if num_digits < 1:
+        raise ValueError(f"num_digits must be at least 1, got {num_digits}")
+    if label_mode == "identify" and num_digits > NUM_CLASSES:
+        raise ValueError(
+            f"num_digits must be at most {NUM_CLASSES} with label_mode='identify' (the digits "
+            f"are of distinct classes), got {num_digits}"
+        )
+    if (canvas_size // digit_size) ** 2 < num_digits:
+        raise ValueError(
+            f"canvas_size={canvas_size} is too small for num_digits={num_digits} "
+            f"non-overlapping {digit_size}×{digit_size} digits"
+        )
+    if num_distractors < 0:
+        raise ValueError(f"num_distractors must be at least 0, got {num_distractors}")
+    if label_mode == "sum" and num_distractors != 0:
+        raise ValueError(
+            f"num_distractors must be 0 with label_mode='sum' (the sum task has no clutter), "
+            f"got {num_distractors}"
+        )
+    if not 1 <= distractor_size <= digit_size:
+        raise ValueError(
+            f"distractor_size must be between 1 and {digit_size}, got {distractor_size}"
+        )
+
+
+def _draw_digits(
+    rng: np.random.Generator, labels: np.ndarray, n: int, num_digits: int, distinct: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick a class uniformly (distinct within a canvas if asked), then an image of that class.
+
+    Returns source indices into ``labels`` and their classes, both int64 (n, num_digits).
+    """
+    classes, counts = np.unique(labels, return_counts=True)
+    if distinct and len(classes) < num_digits:
+        raise ValueError(
+            f"num_digits={num_digits} distinct classes asked, but the digits hold only "
+            f"{len(classes)} classes"
+        )
+    images_by_class = np.argsort(labels, kind="stable")
+    class_starts = np.cumsum(counts) - counts
+    if distinct:
+        chosen = np.argsort(rng.random((n, len(classes))), axis=1)[:, :num_digits]
+    else:
+        chosen = rng.integers(len(classes), size=(n, num_digits))
+    within_class = rng.integers(0, counts[chosen])
+    source_indices = images_by_class[class_starts[chosen] + within_class]
+    return source_indices.astype(np.int64), classes[chosen].astype(np.int64)
+
+
+def _any_overlap(corners: np.ndarray, size: int) -> np.ndarray:
+    """Whether any two ``size``² squares at ``corners`` (n, k, 2) overlap: bool (n,)."""
+    gaps = np.abs(corners[:, :, None, :] - corners[:, None, :, :])  # (n, k, k, 2)
+    overlap = (gaps < size).all(axis=-1)
+    diagonal = np.arange(corners.shape[1])
+    overlap[:, diagonal, diagonal] = False
+    return overlap.any(axis=(1, 2))
+
+
+def _place_digits(
+    rng: np.random.Generator, n: int, num_digits: int, canvas_size: int, digit_size: int
+) -> np.ndarray:
+    """Top-left corners (x, y) of non-overlapping digits inside the canvas: int64 (n, k, 2)."""
+    span = canvas_size - digit_size + 1
+    corners = rng.integers(span, size=(n, num_digits, 2))
+    for _ in range(_MAX_REJECTION_ROUNDS):
+        overlapping = np.flatnonzero(_any_overlap(corners, digit_size))
+        if overlapping.size == 0:
+            return corners
+        corners[overlapping] = rng.integers(span, size=(overlapping.size, num_digits, 2))
+    raise ValueError(
+        f"could not place num_digits={num_digits} non-overlapping digits on a "
+        f"canvas_size={canvas_size} canvas; use a larger canvas_size or fewer num_digits"
+    )
+
+
+def _cut(images: np.ndarray, sources: np.ndarray, corners: np.ndarray, size: int) -> np.ndarray:
+    """Patches ``images[sources]`` at ``corners`` (..., 2) as (x, y): uint8 (..., size, size)."""
+    offsets = np.arange(size)
+    rows = corners[..., 1, None, None] + offsets[:, None]
+    cols = corners[..., 0, None, None] + offsets[None, :]
+    return images[sources[..., None, None], rows, cols]
+
+
+def _draw_distractors(
+    rng: np.random.Generator,
+    images: np.ndarray,
+    source_indices: np.ndarray,
+    count: int,
+    size: int,
+) -> np.ndarray:
+    """Non-blank ``size``² patches of digits other than each canvas's own.
+
+    Returns uint8 (n, count, size, size).
+    """
+    n, digit_size = len(source_indices), images.shape[-1]
+    sources = rng.integers(len(images), size=(n, count))
+    corners = rng.integers(digit_size - size + 1, size=(n, count, 2))
+    patches = _cut(images, sources, corners, size)
+    for _ in range(_MAX_REJECTION_ROUNDS):
+        blank = patches.reshape(n, count, size * size).max(axis=-1) == 0
+        own_digit = (sources[:, :, None] == source_indices[:, None, :]).any(axis=-1)
+        redraw = blank | own_digit
+        if not redraw.any():
+            return patches
+        sources[redraw] = rng.integers(len(images), size=redraw.sum())
+        corners[redraw] = rng.integers(digit_size - size + 1, size=(redraw.sum(), 2))
+        patches[redraw] = _cut(images, sources[redraw], corners[redraw], size)
+    raise ValueError(f"could not cut non-blank distractor patches of distractor_size={size}")
+
+
+def _paste_max(canvases: np.ndarray, pieces: np.ndarray, corners: np.ndarray) -> None:
+    """In place, ``canvases`` (m, H, W) = max(canvas, piece) where each piece (m, h, w) goes."""
+    m, height, width = pieces.shape
+    which = np.arange(m)[:, None, None]
+    rows = corners[:, 1, None, None] + np.arange(height)[:, None]
+    cols = corners[:, 0, None, None] + np.arange(width)[None, :]
+    canvases[which, rows, cols] = np.maximum(canvases[which, rows, cols], pieces)
+
+
+def generate_cluttered(
+    digit_images: np.ndarray,
+    digit_labels: np.ndarray,
+    n: int,
+    *,
+    canvas_size: int = 100,
+    num_digits: int = 2,
+    num_distractors: int = 8,
+    distractor_size: int = 8,
+    label_mode: str = "identify",
+    seed: int | Sequence[int] = 0,
+) -> ClutteredSplit:
+    """Draw ``n`` cluttered canvases of ``canvas_size``² from MNIST-like digits.
+
+    digit_images: uint8 (M, d, d); digit_labels: int (M,). The same arguments and ``seed``
+    always give the same canvases.
+    """
+    digit_size = digit_images.shape[-1]
+    check_generation_args(
+        canvas_size=canvas_size,
+        num_digits=num_digits,
+        num_distractors=num_distractors,
+        distractor_size=distractor_size,
+        label_mode=label_mode,
+        digit_size=digit_size,
+    )
+    rng = np.random.default_rng(seed)
+    source_indices, digits = _draw_digits(
+        rng, digit_labels, n, num_digits, distinct=label_mode == "identify"
+    )
+    digit_corners = _place_digits(rng, n, num_digits, canvas_size, digit_size)
+    patches = _draw_distractors(rng, digit_images, source_indices, num_distractors, distractor_size)
+    patch_corners = rng.integers(canvas_size - distractor_size + 1, size=(n, num_distractors, 2))
+
+    canvases = np.zeros((n, canvas_size, canvas_size), dtype=np.uint8)
+    with tqdm(
+        total=n,
+        desc="cluttered MNIST",
+        unit="canvas",
+        disable=n < _PROGRESS_MIN_CANVASES,
+        leave=False,
+    ) as progress:
+        for start in range(0, n, _CHUNK):
+            chunk = slice(start, start + _CHUNK)
+            for piece in range(num_distractors):
+                _paste_max(canvases[chunk], patches[chunk, piece], patch_corners[chunk, piece])
+            for digit in range(num_digits):
+                digit_pixels = digit_images[source_indices[chunk, digit]]
+                _paste_max(canvases[chunk], digit_pixels, digit_corners[chunk, digit])
+            progress.update(len(canvases[chunk]))
+
+    boxes = np.concatenate([digit_corners, digit_corners + digit_size], axis=-1)
+    return ClutteredSplit(canvases, digits, boxes.astype(np.int64), source_indices)
+
+
+def cluttered_targets(digits: np.ndarray, label_mode: str) -> np.ndarray:
+    """Targets from the classes drawn (n, num_digits).
+
+    identify: float32 (n, 10) multi-hot; sum: int64 (n,) the sum of the classes.
+    """
+    if label_mode == "identify":
+        targets = np.zeros((len(digits), NUM_CLASSES), dtype=np.float32)
+        np.put_along_axis(targets, digits, 1.0, axis=1)
+        return targets
+    if label_mode == "sum":
+        return digits.sum(axis=1).astype(np.int64)
+    raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
+
+
+def make_proxies(
+    canvases: np.ndarray, proxy_size: int, noise_std: float, seed: int
+) -> torch.Tensor:
+    """Canvases uint8 (N, H, W) -> proxies float32 (N, 1, P, P) in [0, 1].
+
+    Each canvas is area-averaged down to ``proxy_size``², then Gaussian noise of std
+    ``noise_std`` (the same for a given ``seed``) is added and the result clamped to [0, 1].
+    """
+    generator = torch.Generator().manual_seed(seed)
+    proxies = torch.empty((len(canvases), 1, proxy_size, proxy_size))
+    for start in range(0, len(canvases), _CHUNK):
+        images = torch.from_numpy(canvases[start : start + _CHUNK]).unsqueeze(1).float() / 255
+        proxy = F.interpolate(images, size=(proxy_size, proxy_size), mode="area")
+        if noise_std > 0:
+            proxy += noise_std * torch.randn(proxy.shape, generator=generator)
+        proxies[start : start + len(images)] = proxy.clamp_(0.0, 1.0)
+    return proxies
+
+
+class ClutteredMNISTDataset(Dataset):
+    """One split; a sample is a dict of tensors:
+
+    image: float32 (1, H, W) in [0, 1]; proxy: float32 (1, P, P) in [0, 1];
+    target: identify float32 (10,) multi-hot, sum int64 (); boxes: float32 (num_digits, 4),
+    (x0, y0, x1, y1) as fractions of the canvas side.
+
+    Canvases stay uint8 in memory; the proxies (noise included) are computed once, here.
+    """
+
+    def __init__(
+        self,
+        split: ClutteredSplit,
+        *,
+        label_mode: str,
+        proxy_size: int,
+        proxy_noise: float,
+        noise_seed: int,
+    ) -> None:
+        self.split = split
+        self.targets = torch.from_numpy(cluttered_targets(split.digits, label_mode))
+        self.proxies = make_proxies(split.canvases, proxy_size, proxy_noise, noise_seed)
+        self.boxes = torch.from_numpy(split.boxes).float() / split.canvases.shape[-1]
+
+    def __len__(self) -> int:
+        return len(self.split.canvases)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        canvas = torch.from_numpy(self.split.canvases[index])
+        return {
+            "image": canvas.unsqueeze(0).float() / 255,
+            "proxy": self.proxies[index],
+            "target": self.targets[index],
+            "boxes": self.boxes[index],
+        }
+
+
+def _derived_seed(*entropy: int) -> int:
+    """A 32-bit seed from several integers (the run's seed, a split, a purpose)."""
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
+
+
+class ClutteredMNISTDataModule(lightning.LightningDataModule):
+    """Cluttered MNIST canvases, generated once from real MNIST and cached under ``data_dir``.
+
+    The splits live in ``data_dir/cluttered_mnist/<key>/{train,val,test}.npz``, ``key`` a hash
+    of every generation parameter. Train canvases are drawn from MNIST train digits, val from
+    MNIST val and test from MNIST test. Batches are dicts (see ``ClutteredMNISTDataset``).
+    """
+
+    in_channels = 1
+
+    def __init__(
+        self,
+        data_dir: str,
+        canvas_size: int = 100,
+        num_digits: int = 2,
+        num_distractors: int = 8,
+        distractor_size: int = 8,
+        label_mode: str = "identify",
+        proxy_size: int = 32,
+        proxy_noise: float = 0.0,
+        train_size: int = 50_000,
+        val_size: int = 5_000,
+        test_size: int = 10_000,
+        seed: int = 0,
+        batch_size: int = 100,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        check_generation_args(
+            canvas_size=canvas_size,
+            num_digits=num_digits,
+            num_distractors=num_distractors,
+            distractor_size=distractor_size,
+            label_mode=label_mode,
+        )
+        lower_bounds = {
+            "train_size": (train_size, 1),
+            "val_size": (val_size, 1),
+            "test_size": (test_size, 1),
+            "seed": (seed, 0),
+            "batch_size": (batch_size, 1),
+            "num_workers": (num_workers, 0),
+            "proxy_size": (proxy_size, 1),
+            "proxy_noise": (proxy_noise, 0.0),
+        }
+        for name, (value, lowest) in lower_bounds.items():
+            if value < lowest:
+                raise ValueError(f"{name} must be at least {lowest}, got {value}")
+        if proxy_size > canvas_size:
+            raise ValueError(
+                f"proxy_size must be at most canvas_size={canvas_size}, got {proxy_size}"
+            )
+        self.save_hyperparameters()
+        self.num_classes = NUM_CLASSES if label_mode == "identify" else 9 * num_digits + 1
+        self.datasets: dict[str, ClutteredMNISTDataset] = {}
+
+    @property
+    def generation_params(self) -> dict[str, int | str]:
+        """Everything that decides the cached canvases."""
+        names = (
+            "canvas_size", "num_digits", "num_distractors", "distractor_size", "label_mode",
+            "train_size", "val_size", "test_size", "seed",
+        )  # fmt: skip
+        return {"format_version": FORMAT_VERSION, **{name: self.hparams[name] for name in names}}
+
+    @property
+    def cache_dir(self) -> Path:
+        """``data_dir/cluttered_mnist/<key>``, ``key`` a short hash of ``generation_params``."""
+        params = json.dumps(self.generation_params, sort_keys=True)
+        key = hashlib.sha256(params.encode()).hexdigest()[:12]
+        return Path(self.hparams.data_dir) / "cluttered_mnist" / key
+
+    def split_path(self, split: str) -> Path:
+        """The cached ``.npz`` of ``split`` (train, val or test)."""
+        return self.cache_dir / f"{split}.npz"
+
+    def prepare_data(self) -> None:
+        """Generate and cache the splits that are not cached yet."""
+        missing = [split for split in SPLITS if not self.split_path(split).is_file()]
+        if not missing:
+            log.info("cluttered MNIST: using the cached splits in %s", self.cache_dir)
+            return
+        mnist = load_mnist(self.hparams.data_dir)
+        params = json.dumps(self.generation_params, indent=2, sort_keys=True).encode()
+        replace_atomically(self.cache_dir / "params.json", lambda handle: handle.write(params))
+        for split in missing:
+            size = self.hparams[f"{split}_size"]
+            log.info(
+                "cluttered MNIST: generating %d %s canvases in %s", size, split, self.cache_dir
+            )
+            images, labels = getattr(mnist, split)
+            generated = generate_cluttered(
+                images,
+                labels,
+                size,
+                canvas_size=self.hparams.canvas_size,
+                num_digits=self.hparams.num_digits,
+                num_distractors=self.hparams.num_distractors,
+                distractor_size=self.hparams.distractor_size,
+                label_mode=self.hparams.label_mode,
+                seed=(self.hparams.seed, SPLITS.index(split)),
+            )
+            generated.save(self.split_path(split))
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the splits ``stage`` needs (fit: train and val; validate: val; test, predict:
+        test; None: all) and compute their proxies."""
+        splits_for_stage = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("test",),
+            None: SPLITS,
+        }
+        if stage not in splits_for_stage:
+            raise ValueError(f"stage must be one of {list(splits_for_stage)}, got {stage!r}")
+        for split in splits_for_stage[stage]:
+            if split in self.datasets:
+                continue
+            path = self.split_path(split)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} does not exist: call prepare_data() first")
+            self.datasets[split] = ClutteredMNISTDataset(
+                ClutteredSplit.load(path),
+                label_mode=self.hparams.label_mode,
+                proxy_size=self.hparams.proxy_size,
+                proxy_noise=self.hparams.proxy_noise,
+                noise_seed=_derived_seed(self.hparams.seed, SPLITS.index(split), 1),
+            )
+
+    def _dataloader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"the {split} split is not loaded: call setup() first")
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None,
+            num_workers=self.hparams.num_workers,
+            pin_memory=False,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._dataloader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._dataloader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._dataloader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._dataloader("test", shuffle=False)

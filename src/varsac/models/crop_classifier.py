@@ -1,0 +1,54 @@
+"""The crop classifier: a fully convolutional net over each glimpse, pooled over glimpses."""
+
+from torch import Tensor, nn
+
+from varsac.models.proxy_encoder import conv_block
+
+POOLINGS = ("mean", "max", "sum")
+
+
+class CropClassifier(nn.Module):
+    """Classifies an image from its glimpses.
+
+    (B, T, C, w, w) glimpses → (B, num_classes) logits. Each glimpse goes
+    through the same convolutional stages (the first at full resolution, each
+    later one halving the side) and a spatial average pool; the T
+    feature vectors are pooled (mean, max or sum) and a dense head classifies.
+    Any window size works, the full image included (the full-image baseline is
+    this net with T = 1).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        channels: tuple[int, ...] = (32, 64, 128, 256),
+        hidden: int = 256,
+        glimpse_pooling: str = "max",
+    ) -> None:
+        super().__init__()
+        if glimpse_pooling not in POOLINGS:
+            raise ValueError(f"glimpse_pooling must be one of {POOLINGS}, got {glimpse_pooling!r}")
+        self.glimpse_pooling = glimpse_pooling
+        stages, width = [], in_channels
+        for index, out in enumerate(channels):
+            stages.append(conv_block(width, out, stride=1 if index == 0 else 2))
+            width = out
+        self.features = nn.Sequential(*stages, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(
+            nn.Linear(width, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, glimpses: Tensor) -> Tensor:
+        batch, steps = glimpses.shape[:2]
+        features = self.features(glimpses.flatten(0, 1)).view(batch, steps, -1)  # (B, T, F)
+        if self.glimpse_pooling == "max":
+            pooled = features.amax(dim=1)
+        elif self.glimpse_pooling == "sum":
+            pooled = features.sum(dim=1)
+        else:
+            pooled = features.mean(dim=1)
+        return self.head(pooled)

@@ -1,0 +1,70 @@
+"""From a saccade latent to a glimpse: crop parameters and the spatial transformer.
+
+Crops are (scale, x, y) in the normalised frame of ``affine_grid`` (the image
+spans [-1, 1] on both axes, pixel edges included: ``align_corners=False``):
+the glimpse covers the square of half-side ``scale`` centred on (x, y), so a
+scale of 0.25 is a quarter of the image side.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def crops_from_latents(latents: Tensor, min_scale: float, max_scale: float) -> Tensor:
+    """Bound the first three latent coordinates smoothly into valid crops.
+
+    (..., latent_dim) → (..., 3) as (scale, x, y), with
+    scale = min + (max − min)·sigmoid(z₀) and centre = tanh(z₁,₂)·(1 − scale),
+    so the crop stays inside the image and every parameter has a gradient.
+    """
+    if not 0 < min_scale <= max_scale <= 1:
+        raise ValueError(f"need 0 < min_scale ≤ max_scale ≤ 1, got {min_scale}, {max_scale}")
+    scale = min_scale + (max_scale - min_scale) * torch.sigmoid(latents[..., :1])
+    centre = torch.tanh(latents[..., 1:3]) * (1 - scale)
+    return torch.cat([scale, centre], dim=-1)
+
+
+def crop_boxes(crops: Tensor) -> Tensor:
+    """(..., 3) crops → (..., 4) boxes (x0, y0, x1, y1) as fractions of the image side."""
+    scale, centre = crops[..., :1], crops[..., 1:3]
+    return torch.cat([(centre - scale + 1) / 2, (centre + scale + 1) / 2], dim=-1)
+
+
+def sampling_grid(crops: Tensor, window: int) -> Tensor:
+    """(B, T, 3) crops → (B, T, window, window, 2) sample points (x, y) in the normalised frame.
+
+    Glimpse pixel i sits at the centre of cell i of the crop, exactly as
+    ``affine_grid(..., align_corners=False)`` places it.
+    """
+    steps = (torch.arange(window, dtype=crops.dtype, device=crops.device) * 2 + 1) / window - 1
+    scale, x, y = (crops[..., k, None, None] for k in range(3))
+    grid_x = x + scale * steps.view(1, 1, 1, window)
+    grid_y = y + scale * steps.view(1, 1, window, 1)
+    return torch.stack(torch.broadcast_tensors(grid_x, grid_y), dim=-1)
+
+
+class SpatialTransformer(nn.Module):
+    """Bilinear glimpses of an in-memory image batch.
+
+    (B, C, H, W) images and (B, T, 3) crops → (B, T, C, window, window) glimpses.
+    Outside the image the glimpse reads zeros. All T glimpses of an image are
+    sampled in one ``grid_sample`` call, so the image is never copied T times.
+    """
+
+    def __init__(self, window: int = 32) -> None:
+        super().__init__()
+        self.window = window
+
+    def forward(self, images: Tensor, crops: Tensor) -> Tensor:
+        batch, steps = crops.shape[:2]
+        grid = sampling_grid(crops, self.window)  # (B, T, w, w, 2)
+        glimpses = F.grid_sample(
+            images,
+            grid.reshape(batch, steps * self.window, self.window, 2),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )  # (B, C, T·w, w)
+        glimpses = glimpses.view(batch, -1, steps, self.window, self.window)
+        return glimpses.transpose(1, 2)

@@ -1,0 +1,162 @@
+"""The variational recurrent network that decides where to look (DESIGN.md §2).
+
+At every step t, with h the recurrent state and φ(c) the proxy features:
+
+    prior      p(z_t | h)          diagonal Gaussian
+    posterior  q(z_t | φ(c), h)    diagonal Gaussian, learnt or fixed variance
+    decoder    p(c | φ_z(z_t), h)  reconstructs the proxy (Bernoulli or Gaussian)
+    cell       h ← GRU([φ(c), φ_z(z_t)], h)
+
+The latent z_t ∈ R^latent_dim is what the saccade is made of: its first three
+coordinates become the crop's scale and centre (see spatial_transformer.py).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
+
+
+@dataclass
+class Rollout:
+    """What the VRNN produced over T steps."""
+
+    latents: Tensor  # (B, T, latent_dim)
+    kl: Tensor  # (B, T) KL(q_t ‖ p_t) in nats
+    reconstruction_nll: Tensor  # (B, T) −log p(c | z_t, h_{t-1}) in nats
+
+
+def mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
+    """Linear → batch norm → ReLU → linear (batch norm for dense layers, as in the paper)."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, out_features),
+    )
+
+
+class GaussianHead(nn.Module):
+    """(B, in_features) → diagonal Normal over R^latent_dim, softplus standard deviation.
+
+    With ``fixed_variance`` set, the standard deviation is that constant and only
+    the mean is learnt (the paper's exploration ablation).
+    """
+
+    def __init__(
+        self, in_features: int, hidden: int, latent_dim: int, fixed_variance: float | None = None
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.fixed_std = None if fixed_variance is None else math.sqrt(fixed_variance)
+        self.net = mlp(in_features, hidden, latent_dim if self.fixed_std else 2 * latent_dim)
+
+    def forward(self, features: Tensor) -> Normal:
+        out = self.net(features)
+        if self.fixed_std is not None:
+            return Normal(out, torch.full_like(out, self.fixed_std))
+        mean, raw_std = out.chunk(2, dim=-1)
+        return Normal(mean, nn.functional.softplus(raw_std) + 1e-4)
+
+
+class ProxyDecoder(nn.Module):
+    """(B, in_features) → a distribution over the (C, P, P) proxy.
+
+    A dense layer to a 4×4 map of ``width`` channels, then conv-transpose layers
+    that double the side and halve the channels up to P (P a power of two, ≥ 4).
+    ``likelihood`` is ``bernoulli`` for proxies in [0, 1] or ``gaussian``
+    (mean and a learnt per-channel scale).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_channels: int,
+        proxy_size: int,
+        width: int = 64,
+        likelihood: str = "bernoulli",
+    ) -> None:
+        super().__init__()
+        doublings = math.log2(proxy_size / 4)
+        if proxy_size < 4 or not doublings.is_integer():
+            raise ValueError(f"proxy_size must be a power of two ≥ 4, got {proxy_size}")
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        self.likelihood = likelihood
+        self.width = width
+        self.dense = nn.Linear(in_features, width * 16)
+        layers: list[nn.Module] = []
+        channels = width
+        for _ in range(int(doublings)):
+            layers += [
+                nn.GroupNorm(min(8, channels), channels),
+                nn.ReLU(inplace=True),
+                nn.ConvTranspose2d(channels, max(channels // 2, 8), 4, stride=2, padding=1),
+            ]
+            channels = max(channels // 2, 8)
+        layers += [
+            nn.GroupNorm(min(8, channels), channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, out_channels, 1),
+        ]
+        self.upsample = nn.Sequential(*layers)
+        self.log_scale = nn.Parameter(torch.zeros(out_channels, 1, 1))
+
+    def forward(self, features: Tensor) -> Independent:
+        out = self.upsample(self.dense(features).view(-1, self.width, 4, 4))
+        if self.likelihood == "bernoulli":
+            # The proxy is grey-level, not binary: the Bernoulli likelihood is the usual
+            # cross-entropy relaxation, so its {0, 1} support check is switched off.
+            return Independent(Bernoulli(logits=out, validate_args=False), 3, validate_args=False)
+        return Independent(Normal(out, self.log_scale.exp().expand_as(out)), 3)
+
+
+class VRNN(nn.Module):
+    """Rolls out T saccade latents from the proxy features.
+
+    (B, feature_dim) proxy features and the (B, C, P, P) proxy → Rollout.
+    In training z_t is a reparameterised posterior sample; otherwise the posterior mean.
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        proxy_channels: int,
+        proxy_size: int,
+        steps: int = 4,
+        latent_dim: int = 3,
+        hidden_dim: int = 256,
+        fixed_variance: float | None = None,
+        likelihood: str = "bernoulli",
+    ) -> None:
+        super().__init__()
+        if latent_dim < 3:
+            raise ValueError(f"latent_dim must be at least 3 (scale, x, y), got {latent_dim}")
+        self.steps = steps
+        self.hidden_dim = hidden_dim
+        self.prior = GaussianHead(hidden_dim, hidden_dim, latent_dim)
+        self.posterior = GaussianHead(
+            feature_dim + hidden_dim, hidden_dim, latent_dim, fixed_variance
+        )
+        self.embed_latent = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.ReLU(inplace=True))
+        self.decoder = ProxyDecoder(
+            2 * hidden_dim, proxy_channels, proxy_size, likelihood=likelihood
+        )
+        self.cell = nn.GRUCell(feature_dim + hidden_dim, hidden_dim)
+
+    def forward(self, features: Tensor, proxy: Tensor, sample: bool) -> Rollout:
+        hidden = features.new_zeros(features.shape[0], self.hidden_dim)
+        latents, kls, nlls = [], [], []
+        for _ in range(self.steps):
+            prior = self.prior(hidden)
+            posterior = self.posterior(torch.cat([features, hidden], dim=-1))
+            latent = posterior.rsample() if sample else posterior.mean
+            embedded = self.embed_latent(latent)
+            reconstruction = self.decoder(torch.cat([embedded, hidden], dim=-1))
+            latents.append(latent)
+            kls.append(kl_divergence(posterior, prior).sum(-1))
+            nlls.append(-reconstruction.log_prob(proxy))
+            hidden = self.cell(torch.cat([features, embedded], dim=-1), hidden)
+        return Rollout(torch.stack(latents, 1), torch.stack(kls, 1), torch.stack(nlls, 1))

@@ -1,0 +1,149 @@
+"""What ``varsac fit`` and ``varsac test`` do with a composed config."""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from varsac.models.classifier import NonFiniteLossError
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = "varsac_config"  # where a checkpoint keeps the config that trained it
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and what to do."""
+
+
+class StoreConfig(Callback):
+    """Puts the composed config into every checkpoint, so ``varsac test`` can rebuild the run."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.config = OmegaConf.to_container(cfg, resolve=True)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict
+    ) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """Instantiate the datamodule, the model and the trainer with its callbacks and loggers."""
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    data_classes, task_classes = getattr(datamodule, "num_classes", None), model.task.num_classes
+    if data_classes is not None and data_classes != task_classes:
+        raise ConfigError(
+            f"the data has {data_classes} classes but task.num_classes is {task_classes}: "
+            "pick the task that matches the data (e.g. task=sum with data.label_mode=sum)"
+        )
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks.append(StoreConfig(cfg))
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, model, trainer
+
+
+def resolve_checkpoint(cfg: DictConfig) -> str | None:
+    """``ckpt_path``: null, a path, or ``last`` for the newest last.ckpt of this run name."""
+    path = cfg.get("ckpt_path")
+    if path is None:
+        return None
+    if path == "last":
+        root = Path(cfg.paths.output_root) / cfg.name
+        found = sorted(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise ConfigError(
+                f"ckpt_path=last: no checkpoints/last.ckpt under {root}; "
+                "train first, or give ckpt_path=PATH"
+            )
+        return str(found[-1])
+    if not Path(path).is_file():
+        raise ConfigError(f"ckpt_path={path}: no such file")
+    return str(path)
+
+
+def run_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def summary(trainer: L.Trainer, title: str, results: dict[str, float]) -> None:
+    lines = [f"{title} — run directory: {run_dir()}"]
+    lines += [f"  {k:<28} {v:.4f}" for k, v in sorted(results.items())]
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+            lines.append(f"  best checkpoint              {callback.best_model_path}")
+            lines.append(f"  last checkpoint              {callback.last_model_path}")
+    log.info("\n".join(lines))
+
+
+def scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if torch.as_tensor(v).numel() == 1}
+
+
+def fit(cfg: DictConfig) -> float | None:
+    """Train; test the best checkpoint afterwards. Returns the best validation accuracy."""
+    log.info("run directory: %s", run_dir())
+    L.seed_everything(cfg.seed, workers=True)
+    ckpt_path = resolve_checkpoint(cfg)
+    datamodule, model, trainer = build(cfg)
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except NonFiniteLossError as error:
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint yet"
+        raise SystemExit(f"varsac fit stopped: {error}\n{kept}") from None
+    results = scalars(trainer.callback_metrics)
+    if cfg.get("test_after_fit") and not trainer.fast_dev_run:
+        trainer.test(model, datamodule=datamodule, ckpt_path="best")
+        results.update(scalars(trainer.callback_metrics))
+    summary(trainer, "varsac fit finished", results)
+    best = results.get("val/accuracy_best")
+    return best
+
+
+def test(cfg: DictConfig) -> float | None:
+    """Evaluate ``ckpt_path`` on the test split, with the data and model it was trained with."""
+    ckpt_path = resolve_checkpoint(cfg)
+    log.info("run directory: %s", run_dir())
+    stored = torch.load(ckpt_path, map_location="cpu", weights_only=False).get(CONFIG_KEY)
+    if stored is None:
+        log.warning(
+            "%s holds no varsac config; using the data and model of this command", ckpt_path
+        )
+    else:
+        cfg = with_checkpoint_config(cfg, OmegaConf.create(stored))
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, model, trainer = build(cfg)
+    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    results = scalars(trainer.callback_metrics)
+    summary(trainer, f"varsac test of {ckpt_path}", results)
+    return results.get("test/accuracy")
+
+
+def with_checkpoint_config(cfg: DictConfig, stored: DictConfig) -> DictConfig:
+    """The checkpoint's data, task, model and channels, with this command's overrides on top."""
+    groups, channels = ("data", "task", "model"), ("image_channels", "proxy_channels")
+
+    def applies(override: str) -> bool:
+        key = override.split("=", 1)[0].lstrip("+~")
+        in_group = "." in key and key.split(".")[0] in groups
+        return "=" in override and (key in channels or in_group)
+
+    overrides = [o for o in HydraConfig.get().overrides.task if applies(o)]
+    OmegaConf.set_struct(cfg, False)
+    for key in groups + channels:
+        if key in stored:
+            cfg[key] = stored[key]
+    merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+~") for o in overrides]))
+    OmegaConf.set_struct(merged, True)
+    return merged
