@@ -64,10 +64,10 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
                 f"ckpt_path=last: no checkpoints/last.ckpt under {root}; "
                 "train first, or give ckpt_path=PATH"
             )
-        return str(found[-1])
+        return str(found[-1].resolve())
     if not Path(path).is_file():
         raise ConfigError(f"ckpt_path={path}: no such file")
-    return str(path)
+    return str(Path(path).resolve())
 
 
 def run_dir() -> Path:
@@ -100,7 +100,8 @@ def fit(cfg: DictConfig) -> float | None:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except NonFiniteLossError as error:
         last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint yet"
+        good = str(last) if last.exists() else ckpt_path
+        kept = f"the last good checkpoint is {good}" if good else "no checkpoint was written yet"
         raise SystemExit(f"varsac fit stopped: {error}\n{kept}") from None
     results = scalars(trainer.callback_metrics)
     if cfg.get("test_after_fit") and not trainer.fast_dev_run:

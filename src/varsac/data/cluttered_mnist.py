@@ -395,6 +395,7 @@ class ClutteredMNISTDataModule(lightning.LightningDataModule):
             raise ValueError(
                 f"proxy_size must be at most canvas_size={canvas_size}, got {proxy_size}"
             )
+        data_dir = str(Path(data_dir).expanduser())  # `~` in configs means the home folder
         self.save_hyperparameters()
         self.num_classes = NUM_CLASSES if label_mode == "identify" else 9 * num_digits + 1
         self.datasets: dict[str, ClutteredMNISTDataset] = {}

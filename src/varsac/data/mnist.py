@@ -383,7 +383,7 @@ def load_mnist(data_dir: str | Path, sources: Sequence[str] = DEFAULT_SOURCES) -
     docstring); the digits a source provides are cached as ``data_dir/mnist/mnist.npz``.
     Raises ``MNISTNotFoundError`` (a ``FileNotFoundError``) listing why each source failed.
     """
-    data_dir = Path(data_dir)
+    data_dir = Path(data_dir).expanduser()
     unknown = [source for source in sources if source not in _SOURCES]
     if unknown:
         raise ValueError(f"unknown MNIST sources {unknown}; choose from {list(_SOURCES)}")

@@ -11,8 +11,8 @@ class CropClassifier(nn.Module):
     """Classifies an image from its glimpses.
 
     (B, T, C, w, w) glimpses → (B, num_classes) logits. Each glimpse goes
-    through the same convolutional stages (the first at full resolution, each
-    later one halving the side) and a spatial average pool; the T
+    through the same convolutional stages (each halving the side) and a
+    spatial average pool; the T
     feature vectors are pooled (mean, max or sum) and a dense head classifies.
     Any window size works, the full image included (the full-image baseline is
     this net with T = 1).
@@ -31,13 +31,15 @@ class CropClassifier(nn.Module):
             raise ValueError(f"glimpse_pooling must be one of {POOLINGS}, got {glimpse_pooling!r}")
         self.glimpse_pooling = glimpse_pooling
         stages, width = [], in_channels
-        for index, out in enumerate(channels):
-            stages.append(conv_block(width, out, stride=1 if index == 0 else 2))
+        for out in channels:
+            stages.append(conv_block(width, out, stride=2))
             width = out
         self.features = nn.Sequential(*stages, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        # Layer norm: spatially pooled features vary little between images, and batch
+        # norm's running statistics then lag them by more than their spread.
         self.head = nn.Sequential(
             nn.Linear(width, hidden),
-            nn.BatchNorm1d(hidden),
+            nn.LayerNorm(hidden),
             nn.ReLU(inplace=True),
             nn.Linear(hidden, num_classes),
         )

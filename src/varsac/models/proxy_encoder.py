@@ -33,7 +33,7 @@ class ProxyEncoder(nn.Module):
         self.features = nn.Sequential(*stages, nn.Flatten())
         self.project = nn.Sequential(
             nn.Linear(width * side * side, feature_dim),
-            nn.BatchNorm1d(feature_dim),
+            nn.LayerNorm(feature_dim),
             nn.ReLU(inplace=True),
         )
         self.feature_dim = feature_dim

@@ -29,10 +29,15 @@ class Rollout:
 
 
 def mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
-    """Linear → batch norm → ReLU → linear (batch norm for dense layers, as in the paper)."""
+    """Linear → layer norm → ReLU → linear.
+
+    Layer norm, not the paper's batch norm: these layers run once per step, and
+    batch statistics pooled over steps differ from those of any one step, so a
+    batch-normed recurrent net behaves differently in training and evaluation.
+    """
     return nn.Sequential(
         nn.Linear(in_features, hidden),
-        nn.BatchNorm1d(hidden),
+        nn.LayerNorm(hidden),
         nn.ReLU(inplace=True),
         nn.Linear(hidden, out_features),
     )
@@ -54,11 +59,12 @@ class GaussianHead(nn.Module):
         self.net = mlp(in_features, hidden, latent_dim if self.fixed_std else 2 * latent_dim)
 
     def forward(self, features: Tensor) -> Normal:
+        # No argument validation: a NaN must reach the loss, whose guard names the step.
         out = self.net(features)
         if self.fixed_std is not None:
-            return Normal(out, torch.full_like(out, self.fixed_std))
+            return Normal(out, torch.full_like(out, self.fixed_std), validate_args=False)
         mean, raw_std = out.chunk(2, dim=-1)
-        return Normal(mean, nn.functional.softplus(raw_std) + 1e-4)
+        return Normal(mean, nn.functional.softplus(raw_std) + 1e-4, validate_args=False)
 
 
 class ProxyDecoder(nn.Module):
@@ -75,7 +81,7 @@ class ProxyDecoder(nn.Module):
         in_features: int,
         out_channels: int,
         proxy_size: int,
-        width: int = 64,
+        width: int = 32,
         likelihood: str = "bernoulli",
     ) -> None:
         super().__init__()
@@ -102,7 +108,8 @@ class ProxyDecoder(nn.Module):
             nn.Conv2d(channels, out_channels, 1),
         ]
         self.upsample = nn.Sequential(*layers)
-        self.log_scale = nn.Parameter(torch.zeros(out_channels, 1, 1))
+        if likelihood == "gaussian":
+            self.log_scale = nn.Parameter(torch.zeros(out_channels, 1, 1))
 
     def forward(self, features: Tensor) -> Independent:
         out = self.upsample(self.dense(features).view(-1, self.width, 4, 4))
@@ -110,7 +117,8 @@ class ProxyDecoder(nn.Module):
             # The proxy is grey-level, not binary: the Bernoulli likelihood is the usual
             # cross-entropy relaxation, so its {0, 1} support check is switched off.
             return Independent(Bernoulli(logits=out, validate_args=False), 3, validate_args=False)
-        return Independent(Normal(out, self.log_scale.exp().expand_as(out)), 3)
+        scale = self.log_scale.exp().expand_as(out)
+        return Independent(Normal(out, scale, validate_args=False), 3, validate_args=False)
 
 
 class VRNN(nn.Module):

@@ -1,0 +1,111 @@
+"""Learning curve: exact-match test accuracy against training wall-clock time.
+
+Trains each experiment for a fixed wall-clock budget on this machine and
+evaluates on the whole test split at regular intervals of training time (the
+evaluations themselves are not counted). Prints a table, writes JSON.
+
+    python benchmarks/learning_curve.py --minutes 30 --every 2.5 \
+        --experiments cluttered_mnist cnn_cluttered_mnist --json curve.json
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+
+
+class EvaluateOnTheClock(Callback):
+    """Every ``every`` seconds of training, test on the whole test split; stop at ``budget``."""
+
+    def __init__(self, datamodule: L.LightningDataModule, every: float, budget: float) -> None:
+        self.datamodule, self.every, self.budget = datamodule, every, budget
+        self.trained = 0.0  # seconds spent training, evaluations excluded
+        self.curve: list[dict[str, float]] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        before = self.trained
+        self.trained += time.perf_counter() - self.started
+        if self.trained // self.every > before // self.every or self.trained >= self.budget:
+            self.curve.append({"minutes": self.trained / 60, "step": trainer.global_step,
+                               **self.evaluate(module)})
+            point = self.curve[-1]
+            print(f"  {point['minutes']:6.2f} min  step {point['step']:6d}  "
+                  f"test accuracy {point['accuracy']:.4f}", flush=True)
+        if self.trained >= self.budget:
+            trainer.should_stop = True
+
+    @torch.no_grad()
+    def evaluate(self, module: L.LightningModule) -> dict[str, float]:
+        was_training = module.training
+        module.eval()
+        metrics = module.task.metrics().to(module.device)
+        for batch in self.datamodule.test_dataloader():
+            batch = {k: v.to(module.device) for k, v in batch.items()}
+            _, log_probs, _ = module.objective(batch, sample=False)
+            metrics.update(module.task.predict(log_probs), batch["target"].long())
+        module.train(was_training)
+        return {k: float(v) for k, v in metrics.compute().items()}
+
+
+def run(experiment: str, minutes: float, every: float, overrides: list[str]) -> dict:
+    with initialize_config_module("varsac.conf", version_base="1.3"):
+        cfg = compose("fit", overrides=[f"experiment={experiment}", *overrides],
+                      return_hydra_config=True)
+    with TemporaryDirectory() as run_dir:
+        cfg.hydra.runtime.output_dir = run_dir
+        HydraConfig.instance().set_config(cfg)
+        L.seed_everything(cfg.seed, workers=True)
+        datamodule = instantiate(cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("test")
+        model = instantiate(cfg.model)
+        clock = EvaluateOnTheClock(datamodule, every * 60, minutes * 60)
+        trainer = instantiate(cfg.trainer, callbacks=[clock], logger=False, max_epochs=-1,
+                              enable_checkpointing=False, enable_progress_bar=False,
+                              enable_model_summary=False, num_sanity_val_steps=0,
+                              limit_val_batches=0)
+        print(f"{experiment}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
+              f"parameters, {minutes} min of training", flush=True)
+        trainer.fit(model, datamodule=datamodule)
+    return {"experiment": experiment, "overrides": overrides,
+            "parameters": sum(p.numel() for p in model.parameters()), "curve": clock.curve}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiments", nargs="+", default=["cluttered_mnist"])
+    parser.add_argument("--minutes", type=float, default=30.0, help="training budget per run")
+    parser.add_argument("--every", type=float, default=2.5, help="minutes between evaluations")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every experiment")
+    args = parser.parse_args()
+    machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+               "torch": torch.__version__}
+    runs = [run(e, args.minutes, args.every, args.overrides) for e in args.experiments]
+    print(f"\nexact-match test accuracy against training time ({machine})")
+    header = "minutes".rjust(8) + "".join(f"{r['experiment']:>24}" for r in runs)
+    print(header)
+    for i in range(max(len(r["curve"]) for r in runs)):
+        cells = [f"{r['curve'][i]['accuracy']:>24.4f}" if i < len(r["curve"]) else " " * 24
+                 for r in runs]
+        minutes = next(r["curve"][i]["minutes"] for r in runs if i < len(r["curve"]))
+        print(f"{minutes:8.1f}" + "".join(cells))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "runs": runs}, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

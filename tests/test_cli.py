@@ -1,0 +1,114 @@
+"""The installed ``varsac`` console script, run as a user would, from a temporary directory."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+VARSAC = Path(sys.executable).parent / "varsac"
+SMALL = [
+    "experiment=cluttered_mnist",
+    "data.train_size=200",
+    "data.val_size=100",
+    "data.test_size=100",
+    "data.batch_size=50",
+    "model.crop_classifier.channels=[8,16]",
+]
+
+
+def varsac(
+    *args: str, cwd: Path, data_dir: Path, check: bool = True
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VARSAC_DATA_DIR": str(data_dir), "WANDB_MODE": "disabled"}
+    result = subprocess.run(
+        [str(VARSAC), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"varsac {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def run_dirs(cwd: Path, name: str = "cluttered_mnist") -> list[Path]:
+    return sorted(p for p in (cwd / "outputs" / name).iterdir() if p.is_dir())
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    out = varsac("--help", cwd=tmp_path, data_dir=tmp_path).stdout
+    assert "fit" in out and "test" in out
+    unknown = varsac("nope", cwd=tmp_path, data_dir=tmp_path, check=False)
+    assert unknown.returncode == 2 and "unknown command 'nope'" in unknown.stderr
+
+
+def test_cfg_job_prints_the_composed_config_from_any_directory(tmp_path: Path) -> None:
+    out = varsac(
+        "fit", "experiment=cluttered_mnist", "--cfg", "job", cwd=tmp_path, data_dir=tmp_path
+    ).stdout
+    assert "varsac.models.saccader.Saccader" in out and "name: cluttered_mnist" in out
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_wrong_config_key_is_named(tmp_path: Path) -> None:
+    result = varsac("fit", "data.batch_sise=3", cwd=tmp_path, data_dir=tmp_path, check=False)
+    assert result.returncode != 0 and "batch_sise" in result.stderr
+
+
+def test_fast_dev_run(tmp_path: Path, mnist_dir: Path) -> None:
+    result = varsac("fit", *SMALL, "trainer.fast_dev_run=true", cwd=tmp_path, data_dir=mnist_dir)
+    (run,) = run_dirs(tmp_path)
+    assert f"run directory: {run}" in result.stderr + result.stdout
+
+
+def test_fit_writes_checkpoints_metrics_pictures_then_resumes_and_tests(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    varsac("fit", *SMALL, "trainer.max_epochs=1", cwd=tmp_path, data_dir=mnist_dir)
+    (first,) = run_dirs(tmp_path)
+    last = first / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    assert (state["epoch"], state["global_step"]) == (0, 4)
+    assert state["varsac_config"]["data"]["train_size"] == 200
+    metrics = (first / "csv" / "metrics.csv").read_text()
+    assert "val/accuracy" in metrics and "test/accuracy" in metrics
+    with Image.open(first / "saccades" / "epoch_000.png") as picture:
+        assert picture.width > 500 and picture.height > 200
+
+    # resume: the second run continues at epoch 1, step 4
+    varsac(
+        "fit", *SMALL, "trainer.max_epochs=2", "ckpt_path=last", cwd=tmp_path, data_dir=mnist_dir
+    )
+    second = run_dirs(tmp_path)[-1]
+    assert second != first
+    state = torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (state["epoch"], state["global_step"]) == (1, 8)
+    assert "epoch" in (second / "csv" / "metrics.csv").read_text()
+
+    # test rebuilds data and model from the checkpoint; data overrides apply on top
+    out = varsac(
+        "test",
+        f"ckpt_path={second / 'checkpoints' / 'last.ckpt'}",
+        "data.batch_size=25",
+        cwd=tmp_path,
+        data_dir=mnist_dir,
+    )
+    assert "test/accuracy" in out.stdout + out.stderr
+
+    # a NaN loss stops the run, names the step and leaves the last good checkpoint
+    good = (second / "checkpoints" / "last.ckpt").read_bytes()
+    failed = varsac(
+        "fit",
+        *SMALL,
+        "trainer.max_epochs=3",
+        "ckpt_path=last",
+        "model.beta=nan",
+        cwd=tmp_path,
+        data_dir=mnist_dir,
+        check=False,
+    )
+    assert failed.returncode != 0
+    assert "loss is nan at epoch" in failed.stderr and "global step 8" in failed.stderr
+    assert (second / "checkpoints" / "last.ckpt").read_bytes() == good
+    assert f"the last good checkpoint is {second / 'checkpoints' / 'last.ckpt'}" in failed.stderr

@@ -1,0 +1,42 @@
+"""Every experiment config composes and builds its data and model."""
+
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+
+EXPERIMENTS = sorted(
+    p.name.removesuffix(".yaml")
+    for p in files("varsac.conf").joinpath("experiment").iterdir()
+    if p.name.endswith(".yaml")
+)
+
+
+def test_there_are_experiments() -> None:
+    assert {"cluttered_mnist", "cluttered_mnist_sum", "cnn_cluttered_mnist"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_builds(experiment: str, tmp_path: Path) -> None:
+    with initialize_config_module("varsac.conf", version_base="1.3"):
+        cfg = compose("fit", overrides=[f"experiment={experiment}", f"paths.data_dir={tmp_path}"])
+    assert cfg.name == experiment
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    assert model.task.num_classes == datamodule.num_classes
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("group", ["trainer=gpu", "logger=wandb", "logger=none", "task=sum"])
+def test_config_groups_compose(group: str) -> None:
+    with initialize_config_module("varsac.conf", version_base="1.3"):
+        cfg = compose("fit", overrides=[group])
+    assert cfg.trainer._target_.endswith("Trainer")
+
+
+def test_test_command_requires_a_checkpoint() -> None:
+    with initialize_config_module("varsac.conf", version_base="1.3"):
+        cfg = compose("test")
+    assert cfg._get_node("ckpt_path")._is_missing()

@@ -1,0 +1,193 @@
+"""The saccade model's parts: KL, crops, gradients, objective, NaN guard."""
+
+import functools
+
+import pytest
+import torch
+from torch.distributions import Normal
+
+from varsac.models.classifier import NonFiniteLossError
+from varsac.models.crop_classifier import CropClassifier
+from varsac.models.full_image import FullImageClassifier
+from varsac.models.proxy_encoder import ProxyEncoder
+from varsac.models.saccader import Saccader
+from varsac.models.spatial_transformer import (
+    SpatialTransformer,
+    crop_boxes,
+    crops_from_latents,
+)
+from varsac.models.vrnn import VRNN
+from varsac.tasks import Classification, SetClassification
+
+
+def tiny_saccader(**kwargs) -> Saccader:
+    torch.manual_seed(0)
+    return Saccader(
+        proxy_encoder=ProxyEncoder(1, 16, channels=(8, 16), feature_dim=32),
+        vrnn=VRNN(32, 1, 16, steps=3, hidden_dim=32, fixed_variance=kwargs.pop("fixed", None)),
+        cropper=SpatialTransformer(window=8),
+        crop_classifier=CropClassifier(1, 10, channels=(8, 16), hidden=16),
+        task=SetClassification(10, 2),
+        optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
+        **kwargs,
+    )
+
+
+def tiny_batch(batch: int = 4) -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    target = torch.zeros(batch, 10)
+    target[torch.arange(batch), torch.arange(batch) % 10] = 1
+    target[torch.arange(batch), (torch.arange(batch) + 3) % 10] = 1
+    return {
+        "image": torch.rand(batch, 1, 40, 40),
+        "proxy": torch.rand(batch, 1, 16, 16),
+        "target": target,
+    }
+
+
+def test_rollout_kl_is_the_gaussian_kl_of_its_prior_and_posterior() -> None:
+    vrnn = VRNN(feature_dim=12, proxy_channels=1, proxy_size=8, steps=2, hidden_dim=16).eval()
+    features, proxy = torch.randn(5, 12), torch.rand(5, 1, 8, 8)
+    rollout = vrnn(features, proxy, sample=False)
+    hidden = torch.zeros(5, 16)  # step 0 starts from a zero state
+    prior = vrnn.prior(hidden)
+    posterior = vrnn.posterior(torch.cat([features, hidden], -1))
+    mq, sq, mp, sp = posterior.mean, posterior.stddev, prior.mean, prior.stddev
+    closed_form = (torch.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5).sum(-1)
+    torch.testing.assert_close(rollout.kl[:, 0], closed_form)
+    # and a Monte-Carlo estimate of E_q[log q − log p] agrees
+    z = posterior.sample((20000,))
+    monte_carlo = (posterior.log_prob(z) - prior.log_prob(z)).sum(-1).mean(0)
+    torch.testing.assert_close(monte_carlo, closed_form, rtol=0.05, atol=0.05)
+    assert (rollout.kl >= 0).all() and rollout.kl.shape == (5, 2)
+
+
+def test_fixed_posterior_variance_is_the_configured_one() -> None:
+    vrnn = VRNN(8, 1, 8, steps=1, hidden_dim=8, fixed_variance=1.44)
+    posterior = vrnn.posterior(torch.randn(3, 16))
+    assert isinstance(posterior, Normal)
+    torch.testing.assert_close(posterior.stddev, torch.full((3, 3), 1.2))
+
+
+def test_evaluation_uses_the_posterior_mean_and_training_samples() -> None:
+    vrnn = VRNN(8, 1, 8, steps=2, hidden_dim=8).eval()
+    features, proxy = torch.randn(3, 8), torch.rand(3, 1, 8, 8)
+    a, b = vrnn(features, proxy, sample=False), vrnn(features, proxy, sample=False)
+    torch.testing.assert_close(a.latents, b.latents)
+    c = vrnn(features, proxy, sample=True)
+    assert not torch.allclose(a.latents, c.latents)
+
+
+def test_a_crop_of_a_known_region_is_that_region() -> None:
+    image = torch.arange(64.0).view(1, 1, 8, 8)
+    # half the side, centred in the top-left and bottom-right quadrants
+    crops = torch.tensor([[[0.5, -0.5, -0.5], [0.5, 0.5, 0.5]]])
+    glimpses = SpatialTransformer(window=4)(image, crops)
+    assert glimpses.shape == (1, 2, 1, 4, 4)
+    torch.testing.assert_close(glimpses[0, 0, 0], image[0, 0, :4, :4])
+    torch.testing.assert_close(glimpses[0, 1, 0], image[0, 0, 4:, 4:])
+    torch.testing.assert_close(
+        crop_boxes(crops)[0], torch.tensor([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]])
+    )
+
+
+def test_the_whole_image_at_full_resolution_is_the_image() -> None:
+    image = torch.rand(2, 3, 6, 6)
+    glimpses = SpatialTransformer(window=6)(image, torch.tensor([[[1.0, 0, 0]]] * 2))
+    torch.testing.assert_close(glimpses[:, 0], image)
+
+
+def test_crops_stay_inside_the_image_for_any_latent() -> None:
+    latents = torch.randn(1000, 3) * 20
+    crops = crops_from_latents(latents, 0.1, 0.6)
+    assert crops[:, 0].min() >= 0.1 and crops[:, 0].max() <= 0.6
+    boxes = crop_boxes(crops)
+    assert boxes.min() >= 0 and boxes.max() <= 1
+
+
+def test_gradcheck_of_the_spatial_transformer_in_scale_and_centre() -> None:
+    torch.manual_seed(0)
+    image = torch.rand(2, 1, 9, 9, dtype=torch.float64)
+    latents = torch.randn(2, 3, 3, dtype=torch.float64, requires_grad=True)
+
+    def glimpse(z: torch.Tensor) -> torch.Tensor:
+        return SpatialTransformer(window=5)(image, crops_from_latents(z, 0.2, 0.8))
+
+    assert torch.autograd.gradcheck(glimpse, (latents,), eps=1e-6, atol=1e-5)
+    glimpse(latents).pow(2).sum().backward()
+    # every latent coordinate, scale (0) and centre (1, 2), gets a gradient
+    assert (latents.grad.abs().sum(dim=(0, 1)) > 0).all()
+
+
+def test_saccader_trains_and_every_parameter_gets_a_gradient() -> None:
+    model = tiny_saccader()
+    loss, log_probs, parts = model.objective(tiny_batch(), sample=True)
+    assert log_probs.shape == (4, 10) and torch.isfinite(loss)
+    assert set(parts) == {"classification_nll", "kl", "reconstruction_nll", "crop_scale"}
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not missing, missing
+
+
+def test_sum_and_product_objectives() -> None:
+    batch = tiny_batch()
+    additive = tiny_saccader(objective="sum", beta=0.5)
+    loss, _, parts = additive.objective(batch, sample=False)
+    elbo = parts["reconstruction_nll"] + parts["kl"]
+    torch.testing.assert_close(loss, parts["classification_nll"] + 0.5 * elbo)
+    product = tiny_saccader(objective="product", beta=0.5)
+    loss, _, parts = product.objective(batch, sample=False)
+    elbo = parts["reconstruction_nll"] + parts["kl"]
+    torch.testing.assert_close(loss, parts["classification_nll"] * 0.5 * elbo)
+    with pytest.raises(ValueError, match="objective"):
+        tiny_saccader(objective="mean")
+
+
+def test_evaluation_averages_k_posterior_samples() -> None:
+    batch = tiny_batch()
+    model = tiny_saccader(eval_samples=8).eval()
+    torch.manual_seed(3)
+    _, log_probs, _ = model.objective(batch, sample=False)
+    torch.manual_seed(3)
+    looks = [model.saccade(batch["image"], batch["proxy"], sample=True) for _ in range(8)]
+    mean_probs = torch.stack([s.log_probs.exp() for s in looks]).mean(0)
+    torch.testing.assert_close(log_probs.exp(), mean_probs)
+
+
+def test_a_nan_loss_stops_with_the_step_named() -> None:
+    model = tiny_saccader()
+    batch = tiny_batch()
+    batch["proxy"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"train loss is nan at epoch 0, global step 0"):
+        model.training_step(batch, 0)
+
+
+def test_set_classification_predicts_the_top_k_set() -> None:
+    task = SetClassification(num_classes=5, set_size=2)
+    log_probs = torch.log(torch.tensor([[0.1, 0.4, 0.05, 0.4, 0.05]]))
+    assert task.predict(log_probs).tolist() == [[0, 1, 0, 1, 0]]
+    target = torch.tensor([[0.0, 1, 0, 1, 0]])
+    torch.testing.assert_close(task.nll(log_probs, target), -torch.log(torch.tensor([0.4])))
+    metrics = task.metrics()
+    metrics.update(task.predict(log_probs), torch.tensor([[1, 1, 0, 0, 0]]))
+    values = metrics.compute()
+    assert values["accuracy"] == 0 and values["class_recall"] == 0.5
+
+
+def test_classification_task() -> None:
+    task = Classification(num_classes=3)
+    log_probs = torch.log(torch.tensor([[0.2, 0.7, 0.1], [0.5, 0.3, 0.2]]))
+    assert task.predict(log_probs).tolist() == [1, 0]
+    torch.testing.assert_close(
+        task.nll(log_probs, torch.tensor([1, 2])), -torch.log(torch.tensor([0.7, 0.2]))
+    )
+
+
+def test_full_image_baseline_sees_the_whole_image() -> None:
+    model = FullImageClassifier(
+        CropClassifier(1, 10, channels=(8, 16), hidden=16),
+        SetClassification(10, 2),
+        functools.partial(torch.optim.Adam, lr=1e-3),
+    )
+    loss, log_probs, _ = model.objective(tiny_batch(), sample=False)
+    assert log_probs.shape == (4, 10) and torch.isfinite(loss)
