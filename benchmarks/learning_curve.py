@@ -38,11 +38,15 @@ class EvaluateOnTheClock(Callback):
         before = self.trained
         self.trained += time.perf_counter() - self.started
         if self.trained // self.every > before // self.every or self.trained >= self.budget:
-            self.curve.append({"minutes": self.trained / 60, "step": trainer.global_step,
-                               **self.evaluate(module)})
+            self.curve.append(
+                {"minutes": self.trained / 60, "step": trainer.global_step, **self.evaluate(module)}
+            )
             point = self.curve[-1]
-            print(f"  {point['minutes']:6.2f} min  step {point['step']:6d}  "
-                  f"test accuracy {point['accuracy']:.4f}", flush=True)
+            print(
+                f"  {point['minutes']:6.2f} min  step {point['step']:6d}  "
+                f"test accuracy {point['accuracy']:.4f}",
+                flush=True,
+            )
         if self.trained >= self.budget:
             trainer.should_stop = True
 
@@ -61,8 +65,9 @@ class EvaluateOnTheClock(Callback):
 
 def run(experiment: str, minutes: float, every: float, overrides: list[str]) -> dict:
     with initialize_config_module("varsac.conf", version_base="1.3"):
-        cfg = compose("fit", overrides=[f"experiment={experiment}", *overrides],
-                      return_hydra_config=True)
+        cfg = compose(
+            "fit", overrides=[f"experiment={experiment}", *overrides], return_hydra_config=True
+        )
     with TemporaryDirectory() as run_dir:
         cfg.hydra.runtime.output_dir = run_dir
         HydraConfig.instance().set_config(cfg)
@@ -72,15 +77,29 @@ def run(experiment: str, minutes: float, every: float, overrides: list[str]) -> 
         datamodule.setup("test")
         model = instantiate(cfg.model)
         clock = EvaluateOnTheClock(datamodule, every * 60, minutes * 60)
-        trainer = instantiate(cfg.trainer, callbacks=[clock], logger=False, max_epochs=-1,
-                              enable_checkpointing=False, enable_progress_bar=False,
-                              enable_model_summary=False, num_sanity_val_steps=0,
-                              limit_val_batches=0)
-        print(f"{experiment}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
-              f"parameters, {minutes} min of training", flush=True)
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=[clock],
+            logger=False,
+            max_epochs=-1,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+        )
+        print(
+            f"{experiment}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
+            f"parameters, {minutes} min of training",
+            flush=True,
+        )
         trainer.fit(model, datamodule=datamodule)
-    return {"experiment": experiment, "overrides": overrides,
-            "parameters": sum(p.numel() for p in model.parameters()), "curve": clock.curve}
+    return {
+        "experiment": experiment,
+        "overrides": overrides,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "curve": clock.curve,
+    }
 
 
 def main() -> None:
@@ -91,15 +110,19 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every experiment")
     args = parser.parse_args()
-    machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-               "torch": torch.__version__}
+    machine = {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
     runs = [run(e, args.minutes, args.every, args.overrides) for e in args.experiments]
     print(f"\nexact-match test accuracy against training time ({machine})")
     header = "minutes".rjust(8) + "".join(f"{r['experiment']:>24}" for r in runs)
     print(header)
     for i in range(max(len(r["curve"]) for r in runs)):
-        cells = [f"{r['curve'][i]['accuracy']:>24.4f}" if i < len(r["curve"]) else " " * 24
-                 for r in runs]
+        cells = [
+            f"{r['curve'][i]['accuracy']:>24.4f}" if i < len(r["curve"]) else " " * 24 for r in runs
+        ]
         minutes = next(r["curve"][i]["minutes"] for r in runs if i < len(r["curve"]))
         print(f"{minutes:8.1f}" + "".join(cells))
     if args.json:

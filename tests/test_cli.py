@@ -112,3 +112,48 @@ def test_fit_writes_checkpoints_metrics_pictures_then_resumes_and_tests(
     assert "loss is nan at epoch" in failed.stderr and "global step 8" in failed.stderr
     assert (second / "checkpoints" / "last.ckpt").read_bytes() == good
     assert f"the last good checkpoint is {second / 'checkpoints' / 'last.ckpt'}" in failed.stderr
+
+
+def test_wandb_without_credentials_logs_offline_with_a_hint(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    env_home = tmp_path / "home"  # no ~/.netrc, no API key: nothing to log in with
+    env_home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update({"HOME": str(env_home), "VARSAC_DATA_DIR": str(mnist_dir)})
+    result = subprocess.run(
+        [
+            str(VARSAC),
+            "fit",
+            *SMALL,
+            "trainer.max_epochs=1",
+            "logger=wandb",
+            "test_after_fit=false",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "wandb sync" in result.stdout + result.stderr
+    (run,) = run_dirs(tmp_path)
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    images = list(offline.glob("files/media/images/val/saccades*.png"))
+    assert images, "the saccade picture was not sent to W&B"
+
+
+def test_a_multirun_sweep_runs_each_setting(tmp_path: Path, mnist_dir: Path) -> None:
+    varsac(
+        "fit",
+        "-m",
+        *SMALL,
+        "trainer.fast_dev_run=true",
+        "seed=0,1",
+        cwd=tmp_path,
+        data_dir=mnist_dir,
+    )
+    (sweep,) = (tmp_path / "outputs" / "cluttered_mnist" / "multirun").iterdir()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert "seed=1" in (sweep / "1" / ".hydra" / "overrides.yaml").read_text().replace(" ", "")
