@@ -31,10 +31,19 @@ class EvaluateOnTheClock(Callback):
         self.trained = 0.0  # seconds spent training, evaluations excluded
         self.curve: list[dict[str, float]] = []
 
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, batch: dict, batch_idx: int
+    ) -> None:
         self.started = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        module: L.LightningModule,
+        outputs: object,
+        batch: dict,
+        batch_idx: int,
+    ) -> None:
         before = self.trained
         self.trained += time.perf_counter() - self.started
         if self.trained // self.every > before // self.every or self.trained >= self.budget:
@@ -102,6 +111,16 @@ def run(experiment: str, minutes: float, every: float, overrides: list[str]) -> 
     }
 
 
+def cpu_name() -> str:
+    """The processor's model name where Linux tells it, else the architecture."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiments", nargs="+", default=["cluttered_mnist"])
@@ -110,11 +129,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every experiment")
     args = parser.parse_args()
-    machine = {
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
+    machine = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__}
     runs = [run(e, args.minutes, args.every, args.overrides) for e in args.experiments]
     print(f"\nexact-match test accuracy against training time ({machine})")
     header = "minutes".rjust(8) + "".join(f"{r['experiment']:>24}" for r in runs)

@@ -157,3 +157,20 @@ def test_a_multirun_sweep_runs_each_setting(tmp_path: Path, mnist_dir: Path) -> 
     (sweep,) = (tmp_path / "outputs" / "cluttered_mnist" / "multirun").iterdir()
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
     assert "seed=1" in (sweep / "1" / ".hydra" / "overrides.yaml").read_text().replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["test", "ckpt_path=missing.ckpt"], "ckpt_path=missing.ckpt: no such file"),
+        (["fit", "ckpt_path=last"], "ckpt_path=last: no checkpoints/last.ckpt under"),
+        (["fit", "model.min_scale=0.9", "model.max_scale=0.5"], "need 0 < min_scale ≤ max_scale"),
+        (["fit", "data.label_mode=count"], "label_mode"),
+    ],
+)
+def test_bad_input_ends_with_a_message_not_a_traceback(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = varsac(*args, cwd=tmp_path, data_dir=tmp_path, check=False)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -40,12 +40,21 @@ def usage() -> str:
 
 
 def task_function(command: str) -> Callable[[DictConfig], float | None]:
-    """The function Hydra runs for a command, imported only when needed (torch is slow to load)."""
+    """The function Hydra runs for a command, imported only when needed (torch is slow to load).
+
+    Errors that come from what the user gave (a config value, a missing file)
+    end the command with their message instead of a traceback.
+    """
 
     def run(cfg: DictConfig) -> float | None:
+        from hydra.errors import InstantiationException
+
         from varsac import train
 
-        return getattr(train, command)(cfg)
+        try:
+            return getattr(train, command)(cfg)
+        except (train.ConfigError, FileNotFoundError, InstantiationException) as error:
+            raise SystemExit(f"varsac {command}: {error}") from None
 
     return run
 

@@ -54,9 +54,12 @@ class GaussianHead(nn.Module):
         self, in_features: int, hidden: int, latent_dim: int, fixed_variance: float | None = None
     ) -> None:
         super().__init__()
+        if fixed_variance is not None and fixed_variance <= 0:
+            raise ValueError(f"fixed_variance must be positive or null, got {fixed_variance}")
         self.latent_dim = latent_dim
         self.fixed_std = None if fixed_variance is None else math.sqrt(fixed_variance)
-        self.net = mlp(in_features, hidden, latent_dim if self.fixed_std else 2 * latent_dim)
+        outputs = latent_dim if self.fixed_std is not None else 2 * latent_dim
+        self.net = mlp(in_features, hidden, outputs)
 
     def forward(self, features: Tensor) -> Normal:
         # No argument validation: a NaN must reach the loss, whose guard names the step.
