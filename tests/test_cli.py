@@ -65,9 +65,12 @@ def test_fast_dev_run(tmp_path: Path, mnist_dir: Path) -> None:
 def test_fit_writes_checkpoints_metrics_pictures_then_resumes_and_tests(
     tmp_path: Path, mnist_dir: Path
 ) -> None:
-    varsac("fit", *SMALL, "trainer.max_epochs=1", cwd=tmp_path, data_dir=mnist_dir)
+    out = varsac("fit", *SMALL, "trainer.max_epochs=1", cwd=tmp_path, data_dir=mnist_dir).stdout
     (first,) = run_dirs(tmp_path)
     last = first / "checkpoints" / "last.ckpt"
+    summary = out[out.index("varsac fit finished") :]
+    assert f"last checkpoint              {last.resolve()}" in summary
+    assert "best checkpoint" in summary and "test/accuracy" in summary
     state = torch.load(last, weights_only=False)
     assert (state["epoch"], state["global_step"]) == (0, 4)
     assert state["varsac_config"]["data"]["train_size"] == 200

@@ -74,18 +74,29 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def summary(trainer: L.Trainer, title: str, results: dict[str, float]) -> None:
+def checkpoint_paths(trainer: L.Trainer) -> dict[str, str]:
+    """The best and last checkpoints written by this run (read them before ``test`` reloads one)."""
+    paths = {}
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            paths.update(best=callback.best_model_path, last=callback.last_model_path)
+    return {k: v for k, v in paths.items() if v}
+
+
+def summary(title: str, results: dict[str, float], checkpoints: dict[str, str]) -> None:
     lines = [f"{title} — run directory: {run_dir()}"]
     lines += [f"  {k:<28} {v:.4f}" for k, v in sorted(results.items())]
-    for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
-            lines.append(f"  best checkpoint              {callback.best_model_path}")
-            lines.append(f"  last checkpoint              {callback.last_model_path}")
+    lines += [f"  {k + ' checkpoint':<28} {v}" for k, v in checkpoints.items()]
     log.info("\n".join(lines))
 
 
 def scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if torch.as_tensor(v).numel() == 1}
+    """Logged scalars by name, without Lightning's per-step and per-epoch copies of the same."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if torch.as_tensor(v).numel() == 1 and not k.endswith(("_step", "_epoch"))
+    }
 
 
 def fit(cfg: DictConfig) -> float | None:
@@ -103,13 +114,12 @@ def fit(cfg: DictConfig) -> float | None:
         good = str(last) if last.exists() else ckpt_path
         kept = f"the last good checkpoint is {good}" if good else "no checkpoint was written yet"
         raise SystemExit(f"varsac fit stopped: {error}\n{kept}") from None
-    results = scalars(trainer.callback_metrics)
+    results, checkpoints = scalars(trainer.callback_metrics), checkpoint_paths(trainer)
     if cfg.get("test_after_fit") and not trainer.fast_dev_run:
         trainer.test(model, datamodule=datamodule, ckpt_path="best")
         results.update(scalars(trainer.callback_metrics))
-    summary(trainer, "varsac fit finished", results)
-    best = results.get("val/accuracy_best")
-    return best
+    summary("varsac fit finished", results, checkpoints)
+    return results.get("val/accuracy_best")
 
 
 def test(cfg: DictConfig) -> float | None:
@@ -127,7 +137,7 @@ def test(cfg: DictConfig) -> float | None:
     datamodule, model, trainer = build(cfg)
     trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
     results = scalars(trainer.callback_metrics)
-    summary(trainer, f"varsac test of {ckpt_path}", results)
+    summary(f"varsac test of {ckpt_path}", results, {})
     return results.get("test/accuracy")
 
 
