@@ -177,3 +177,27 @@ def test_bad_input_ends_with_a_message_not_a_traceback(
     result = varsac(*args, cwd=tmp_path, data_dir=tmp_path, check=False)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_2528_experiment_runs_through_the_localized_transformer(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    (data_dir / "mnist").mkdir(parents=True)
+    (data_dir / "mnist" / "mnist.npz").symlink_to(mnist_dir / "mnist" / "mnist.npz")
+    args = [
+        "experiment=cluttered_mnist_2528",
+        "data.train_size=8",
+        "data.val_size=4",
+        "data.test_size=4",
+        "data.batch_size=4",
+        "model.crop_classifier.channels=[8,16]",
+    ]
+    varsac("fit", *args, "trainer.max_epochs=1", cwd=tmp_path, data_dir=data_dir)
+    (pyramids,) = (data_dir / "cluttered_mnist").glob("*/pyramids_2528")
+    assert len(list(pyramids.glob("*/*.tif"))) == 16
+    (run,) = run_dirs(tmp_path, "cluttered_mnist_2528")
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    cropper = state["varsac_config"]["model"]["cropper"]["_target_"]
+    assert cropper.endswith("LocalizedSpatialTransformer")
+    assert (run / "saccades" / "epoch_000.png").is_file()

@@ -9,7 +9,15 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
 from varsac.models.classifier import Batch
+from varsac.pyramid import PyramidTIFF
 from varsac.viz import SaccadePicture, describe, draw_saccades
+
+
+def displayable(image: torch.Tensor | PyramidTIFF, side: int = 256) -> torch.Tensor:
+    """(C, H, W) in [0, 1]: the image itself, or a pyramid's smallest level that fits ``side``."""
+    if isinstance(image, torch.Tensor):
+        return image
+    return torch.from_numpy(image.read_proxy(side)).permute(2, 0, 1).float() / 255
 
 
 class SaccadePictures(Callback):
@@ -17,6 +25,7 @@ class SaccadePictures(Callback):
 
     The first ``num_samples`` validation samples are kept; each epoch their
     saccades go to ``dirpath/epoch_NNN.png`` and to every logger that takes images.
+    Images may be tensors or pyramid TIFFs (drawn from a small pyramid level).
     """
 
     def __init__(self, dirpath: str, num_samples: int = 6) -> None:
@@ -35,23 +44,25 @@ class SaccadePictures(Callback):
     ) -> None:
         if self.samples is None and batch_idx == 0 and dataloader_idx == 0:
             self.samples = {
-                k: v[: self.num_samples].detach().cpu()
+                k: v[: self.num_samples].detach().cpu() if isinstance(v, torch.Tensor)
+                else list(v[: self.num_samples])
                 for k, v in batch.items()
-                if isinstance(v, torch.Tensor)
-            }
+            }  # fmt: skip
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self.samples is None:
             return
-        samples = self.samples
+        samples, images = self.samples, self.samples["image"]
         with torch.no_grad():
             saccades = module.saccade(
-                samples["image"].to(module.device), samples["proxy"].to(module.device), sample=False
+                images.to(module.device) if isinstance(images, torch.Tensor) else images,
+                samples["proxy"].to(module.device),
+                sample=False,
             )
         predictions = module.task.predict(saccades.log_probs).cpu()
         pictures = [
             SaccadePicture(
-                image=samples["image"][i],
+                image=displayable(images[i]),
                 proxy=samples["proxy"][i],
                 boxes=saccades.boxes[i].cpu(),
                 glimpses=saccades.glimpses[i].cpu(),

@@ -13,12 +13,16 @@ Pieces are combined by a pixel-wise max: clutter first, then the digits on top.
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning
 import numpy as np
+import pyvips
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -31,6 +35,8 @@ from varsac.data.mnist import (
     replace_atomically,
     save_npz_atomically,
 )
+from varsac.data.pyramid_dataset import collate, read_proxies
+from varsac.pyramid import PyramidTIFF, write_pyramid
 
 log = logging.getLogger(__name__)
 
@@ -287,28 +293,60 @@ def make_proxies(
 ) -> torch.Tensor:
     """Canvases uint8 (N, H, W) -> proxies float32 (N, 1, P, P) in [0, 1].
 
-    Each canvas is area-averaged down to ``proxy_size``², then Gaussian noise of std
-    ``noise_std`` (the same for a given ``seed``) is added and the result clamped to [0, 1].
+    Each canvas is area-averaged down to ``proxy_size``², then ``add_proxy_noise``.
     """
-    generator = torch.Generator().manual_seed(seed)
     proxies = torch.empty((len(canvases), 1, proxy_size, proxy_size))
     for start in range(0, len(canvases), _CHUNK):
         images = torch.from_numpy(canvases[start : start + _CHUNK]).unsqueeze(1).float() / 255
-        proxy = F.interpolate(images, size=(proxy_size, proxy_size), mode="area")
-        if noise_std > 0:
-            proxy += noise_std * torch.randn(proxy.shape, generator=generator)
-        proxies[start : start + len(images)] = proxy.clamp_(0.0, 1.0)
-    return proxies
+        proxies[start : start + len(images)] = F.interpolate(
+            images, size=(proxy_size, proxy_size), mode="area"
+        )
+    return add_proxy_noise(proxies, noise_std, seed)
+
+
+def add_proxy_noise(proxies: torch.Tensor, noise_std: float, seed: int) -> torch.Tensor:
+    """Gaussian noise of std ``noise_std`` (the same for a given ``seed``), clamped to [0, 1]."""
+    if noise_std > 0:
+        generator = torch.Generator().manual_seed(seed)
+        proxies = proxies + noise_std * torch.randn(proxies.shape, generator=generator)
+    return proxies.clamp_(0.0, 1.0)
+
+
+def write_pyramids(canvases: np.ndarray, folder: Path, image_size: int) -> list[Path]:
+    """Upsample each canvas to ``image_size``² (bilinear) and write it as a pyramid TIFF.
+
+    Files are ``folder/NNNNNN.tif``, written atomically on all cores; those that
+    exist already are kept, so an interrupted conversion resumes.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{index:06d}.tif" for index in range(len(canvases))]
+    todo = [index for index, path in enumerate(paths) if not path.is_file()]
+
+    def convert(index: int) -> None:
+        canvas = pyvips.Image.new_from_array(canvases[index])
+        scale = image_size / canvas.width
+        upsampled = canvas.resize(scale, kernel="linear").cast("uchar")
+        write_pyramid(upsampled.crop(0, 0, image_size, image_size), paths[index])
+
+    if todo:
+        log.info(
+            "cluttered MNIST: writing %d pyramid TIFFs of %d² in %s", len(todo), image_size, folder
+        )
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            list(tqdm(pool.map(convert, todo), total=len(todo), desc=f"pyramids {folder.name}"))
+    return paths
 
 
 class ClutteredMNISTDataset(Dataset):
-    """One split; a sample is a dict of tensors:
+    """One split; a sample is a dict:
 
-    image: float32 (1, H, W) in [0, 1]; proxy: float32 (1, P, P) in [0, 1];
-    target: identify float32 (10,) multi-hot, sum int64 (); boxes: float32 (num_digits, 4),
-    (x0, y0, x1, y1) as fractions of the canvas side.
+    image: float32 (1, H, W) in [0, 1], or the canvas's ``PyramidTIFF`` when the split
+    was written as pyramids; proxy: float32 (1, P, P) in [0, 1]; target: identify float32
+    (10,) multi-hot, sum int64 (); boxes: float32 (num_digits, 4), (x0, y0, x1, y1) as
+    fractions of the canvas side.
 
-    Canvases stay uint8 in memory; the proxies (noise included) are computed once, here.
+    Canvases stay uint8 in memory; the proxies (noise included) are computed once, here:
+    from the canvases, or from each pyramid's smallest level that fits.
     """
 
     def __init__(
@@ -319,19 +357,28 @@ class ClutteredMNISTDataset(Dataset):
         proxy_size: int,
         proxy_noise: float,
         noise_seed: int,
+        pyramids: Sequence[Path] | None = None,
     ) -> None:
         self.split = split
         self.targets = torch.from_numpy(cluttered_targets(split.digits, label_mode))
-        self.proxies = make_proxies(split.canvases, proxy_size, proxy_noise, noise_seed)
         self.boxes = torch.from_numpy(split.boxes).float() / split.canvases.shape[-1]
+        self.pyramids = None if pyramids is None else [PyramidTIFF(p) for p in pyramids]
+        if self.pyramids is None:
+            self.proxies = make_proxies(split.canvases, proxy_size, proxy_noise, noise_seed)
+        else:
+            proxies = read_proxies(self.pyramids, proxy_size)
+            self.proxies = add_proxy_noise(proxies, proxy_noise, noise_seed)
 
     def __len__(self) -> int:
         return len(self.split.canvases)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        canvas = torch.from_numpy(self.split.canvases[index])
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.pyramids is None:
+            image = torch.from_numpy(self.split.canvases[index]).unsqueeze(0).float() / 255
+        else:
+            image = self.pyramids[index]
         return {
-            "image": canvas.unsqueeze(0).float() / 255,
+            "image": image,
             "proxy": self.proxies[index],
             "target": self.targets[index],
             "boxes": self.boxes[index],
@@ -349,6 +396,10 @@ class ClutteredMNISTDataModule(lightning.LightningDataModule):
     The splits live in ``data_dir/cluttered_mnist/<key>/{train,val,test}.npz``, ``key`` a hash
     of every generation parameter. Train canvases are drawn from MNIST train digits, val from
     MNIST val and test from MNIST test. Batches are dicts (see ``ClutteredMNISTDataset``).
+
+    With ``image_size`` set, every canvas is also upsampled to ``image_size``² and written
+    as a pyramid TIFF under ``<key>/pyramids_<image_size>/<split>/`` (the paper's 2528²
+    variant); batches then carry the files for the localized spatial transformer.
     """
 
     in_channels = 1
@@ -369,8 +420,13 @@ class ClutteredMNISTDataModule(lightning.LightningDataModule):
         seed: int = 0,
         batch_size: int = 100,
         num_workers: int = 0,
+        image_size: int | None = None,
     ) -> None:
         super().__init__()
+        if image_size is not None and image_size < canvas_size:
+            raise ValueError(
+                f"image_size must be at least canvas_size={canvas_size}, got {image_size}"
+            )
         check_generation_args(
             canvas_size=canvas_size,
             num_digits=num_digits,
@@ -421,14 +477,14 @@ class ClutteredMNISTDataModule(lightning.LightningDataModule):
         return self.cache_dir / f"{split}.npz"
 
     def prepare_data(self) -> None:
-        """Generate and cache the splits that are not cached yet."""
+        """Generate and cache the splits that are not cached yet (and their pyramids)."""
         missing = [split for split in SPLITS if not self.split_path(split).is_file()]
-        if not missing:
+        if missing:
+            mnist = load_mnist(self.hparams.data_dir)
+            params = json.dumps(self.generation_params, indent=2, sort_keys=True).encode()
+            replace_atomically(self.cache_dir / "params.json", lambda handle: handle.write(params))
+        else:
             log.info("cluttered MNIST: using the cached splits in %s", self.cache_dir)
-            return
-        mnist = load_mnist(self.hparams.data_dir)
-        params = json.dumps(self.generation_params, indent=2, sort_keys=True).encode()
-        replace_atomically(self.cache_dir / "params.json", lambda handle: handle.write(params))
         for split in missing:
             size = self.hparams[f"{split}_size"]
             log.info(
@@ -447,6 +503,14 @@ class ClutteredMNISTDataModule(lightning.LightningDataModule):
                 seed=(self.hparams.seed, SPLITS.index(split)),
             )
             generated.save(self.split_path(split))
+        if self.hparams.image_size is not None:
+            for split in SPLITS:
+                canvases = ClutteredSplit.load(self.split_path(split)).canvases
+                write_pyramids(canvases, self.pyramid_dir(split), self.hparams.image_size)
+
+    def pyramid_dir(self, split: str) -> Path:
+        """Where ``split``'s pyramid TIFFs live when ``image_size`` is set."""
+        return self.cache_dir / f"pyramids_{self.hparams.image_size}" / split
 
     def setup(self, stage: str | None = None) -> None:
         """Load the splits ``stage`` needs (fit: train and val; validate: val; test, predict:
@@ -466,12 +530,18 @@ class ClutteredMNISTDataModule(lightning.LightningDataModule):
             path = self.split_path(split)
             if not path.is_file():
                 raise FileNotFoundError(f"{path} does not exist: call prepare_data() first")
+            loaded = ClutteredSplit.load(path)
+            pyramids = None
+            if self.hparams.image_size is not None:
+                folder = self.pyramid_dir(split)
+                pyramids = [folder / f"{index:06d}.tif" for index in range(len(loaded.canvases))]
             self.datasets[split] = ClutteredMNISTDataset(
-                ClutteredSplit.load(path),
+                loaded,
                 label_mode=self.hparams.label_mode,
                 proxy_size=self.hparams.proxy_size,
                 proxy_noise=self.hparams.proxy_noise,
                 noise_seed=_derived_seed(self.hparams.seed, SPLITS.index(split), 1),
+                pyramids=pyramids,
             )
 
     def _dataloader(self, split: str, shuffle: bool) -> DataLoader:
@@ -483,6 +553,7 @@ class ClutteredMNISTDataModule(lightning.LightningDataModule):
             shuffle=shuffle,
             generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None,
             num_workers=self.hparams.num_workers,
+            collate_fn=collate,
             pin_memory=False,
             persistent_workers=self.hparams.num_workers > 0,
         )
