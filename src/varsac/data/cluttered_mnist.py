@@ -312,6 +312,11 @@ def add_proxy_noise(proxies: torch.Tensor, noise_std: float, seed: int) -> torch
     return proxies.clamp_(0.0, 1.0)
 
 
+def pyramid_paths(folder: Path, count: int) -> list[Path]:
+    """The pyramid TIFFs of a split's ``count`` canvases: ``folder/NNNNNN.tif``."""
+    return [folder / f"{index:06d}.tif" for index in range(count)]
+
+
 def write_pyramids(canvases: np.ndarray, folder: Path, image_size: int) -> list[Path]:
     """Upsample each canvas to ``image_size``² (bilinear) and write it as a pyramid TIFF.
 
@@ -319,7 +324,7 @@ def write_pyramids(canvases: np.ndarray, folder: Path, image_size: int) -> list[
     exist already are kept, so an interrupted conversion resumes.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{index:06d}.tif" for index in range(len(canvases))]
+    paths = pyramid_paths(folder, len(canvases))
     todo = [index for index, path in enumerate(paths) if not path.is_file()]
 
     def convert(index: int) -> None:
@@ -503,8 +508,11 @@ class ClutteredMNISTDataModule(lightning.LightningDataModule):
                 seed=(self.hparams.seed, SPLITS.index(split)),
             )
             generated.save(self.split_path(split))
-        if self.hparams.image_size is not None:
-            for split in SPLITS:
+        if self.hparams.image_size is None:
+            return
+        for split in SPLITS:
+            paths = pyramid_paths(self.pyramid_dir(split), self.hparams[f"{split}_size"])
+            if not all(path.is_file() for path in paths):  # else skip loading the canvases
                 canvases = ClutteredSplit.load(self.split_path(split)).canvases
                 write_pyramids(canvases, self.pyramid_dir(split), self.hparams.image_size)
 
@@ -533,8 +541,7 @@ class ClutteredMNISTDataModule(lightning.LightningDataModule):
             loaded = ClutteredSplit.load(path)
             pyramids = None
             if self.hparams.image_size is not None:
-                folder = self.pyramid_dir(split)
-                pyramids = [folder / f"{index:06d}.tif" for index in range(len(loaded.canvases))]
+                pyramids = pyramid_paths(self.pyramid_dir(split), len(loaded.canvases))
             self.datasets[split] = ClutteredMNISTDataset(
                 loaded,
                 label_mode=self.hparams.label_mode,
