@@ -36,9 +36,10 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
+from varsac.files import atomic_path
+
 ImageSource = np.ndarray | str | os.PathLike[str] | pyvips.Image
 COMPRESSIONS = ("deflate", "jpeg", "lzw", "none")
-PARTIAL_SUFFIX = ".partial"  # files being written are named "<name>.<pid>-<thread>.partial"
 BIGTIFF_THRESHOLD_BYTES = 2 * 2**30
 MAX_IDLE_PAGES = 128  # per process; each page read from holds a file descriptor
 CONVERT_ADVICE = (
@@ -87,8 +88,8 @@ def write_pyramid(
     (``quality`` is the JPEG quality, 1–100; JPEG stores 1 or 3 channels only).
     ``bigtiff``: None chooses by size (``needs_bigtiff``).
 
-    The file is written under a temporary name ending in ``PARTIAL_SUFFIX`` in
-    the same folder and renamed into place when complete; on failure it is
+    The file is written under a temporary name in the same folder and renamed
+    into place when complete (``varsac.files.atomic_path``); on failure it is
     removed and the error names ``path``.
     """
     path = Path(path)
@@ -103,8 +104,7 @@ def write_pyramid(
         raise ValueError(f"JPEG compression stores 1 or 3 channels, the image has {image.bands}")
     if bigtiff is None:
         bigtiff = needs_bigtiff(image.width, image.height, image.bands)
-    partial = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}{PARTIAL_SUFFIX}")
-    try:
+    with atomic_path(path) as partial:
         try:
             image.tiffsave(
                 str(partial),
@@ -118,10 +118,7 @@ def write_pyramid(
                 keep="none",  # no orientation or colour profile that region reads would ignore
             )
         except pyvips.Error as error:
-            raise OSError(f"could not write the pyramid TIFF {path}: {error}") from error
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+            raise OSError(f"could not write the pyramid TIFF {path}: {_message(error)}") from error
     return path
 
 

@@ -28,14 +28,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from varsac.data.mnist import (
-    DIGIT_SIZE,
-    NUM_CLASSES,
-    load_mnist,
-    replace_atomically,
-    save_npz_atomically,
-)
+from varsac.data.mnist import DIGIT_SIZE, NUM_CLASSES, load_mnist
 from varsac.data.pyramid_dataset import collate, read_proxies
+from varsac.files import replace_atomically, save_npz_atomically
 from varsac.pyramid import PyramidTIFF, write_pyramid
 
 log = logging.getLogger(__name__)

@@ -18,20 +18,19 @@ import gzip
 import hashlib
 import io
 import logging
-import os
 import pickle
 import subprocess
 import sys
 import tempfile
 import urllib.request
-import uuid
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
+
+from varsac.files import replace_atomically, save_npz_atomically
 
 log = logging.getLogger(__name__)
 
@@ -97,27 +96,6 @@ class MNISTNotFoundError(FileNotFoundError):
 
 class _SourceFailed(Exception):
     """One source could not provide MNIST; the message is the reason."""
-
-
-def replace_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Create ``path`` with ``write(file)`` on a temp file beside it, then ``os.replace`` it.
-
-    Readers never see a half-written ``path``, and an interrupted write leaves no debris.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with temp_path.open("xb") as handle:
-            write(handle)
-        os.replace(temp_path, path)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
-
-
-def save_npz_atomically(path: Path, **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to the compressed ``.npz`` file ``path``, atomically."""
-    replace_atomically(path, lambda handle: np.savez_compressed(handle, **arrays))
 
 
 def read_idx(path: str | Path) -> np.ndarray:

@@ -1,0 +1,61 @@
+"""Files that readers never see half-written: written under a temporary name, then renamed.
+
+The temporary file lies beside its target (same folder, so the rename is
+atomic) under a hidden name ending in ``PARTIAL_SUFFIX``. A write that fails
+or is interrupted removes it; a process killed outright leaves it behind,
+and ``remove_partial_files`` clears such debris before work resumes.
+"""
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+PARTIAL_SUFFIX = ".partial"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path to write ``path``'s content to; renamed to ``path`` when the block ends.
+
+    If the block raises, the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def replace_atomically(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> None:
+    """Create or replace ``path`` with what ``write(file)`` writes, atomically."""
+    with atomic_path(path) as partial, partial.open("xb") as handle:
+        write(handle)
+
+
+def save_npz_atomically(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
+    """Write ``arrays`` to the compressed ``.npz`` file ``path``, atomically."""
+    replace_atomically(path, lambda handle: np.savez_compressed(handle, **arrays))
+
+
+def partial_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files under ``folder`` (at any depth) left by writes that were killed."""
+    return sorted(Path(folder).rglob(f".*{PARTIAL_SUFFIX}"))
+
+
+def remove_partial_files(folder: str | os.PathLike[str]) -> int:
+    """Delete ``partial_files(folder)``; return how many there were.
+
+    Only for folders no other process is writing to at the same time.
+    """
+    found = partial_files(folder)
+    for path in found:
+        path.unlink(missing_ok=True)
+    return len(found)
