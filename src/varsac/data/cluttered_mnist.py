@@ -20,23 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning
 import numpy as np
 import pyvips
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from varsac.data.mnist import DIGIT_SIZE, NUM_CLASSES, load_mnist
-from varsac.data.pyramid_dataset import collate, read_proxies
+from varsac.data.pyramid_dataset import read_proxies
+from varsac.data.splits import SPLITS, SplitDataModule
 from varsac.files import replace_atomically, save_npz_atomically
 from varsac.pyramid import PyramidTIFF, write_pyramid
 
 log = logging.getLogger(__name__)
 
 LABEL_MODES = ("identify", "sum")
-SPLITS = ("train", "val", "test")
 # Bump when the generator changes what it draws, so that old caches are not reused.
 FORMAT_VERSION = 1
 
@@ -390,7 +389,7 @@ def _derived_seed(*entropy: int) -> int:
     return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
 
 
-class ClutteredMNISTDataModule(lightning.LightningDataModule):
+class ClutteredMNISTDataModule(SplitDataModule):
     """Cluttered MNIST canvases, generated once from real MNIST and cached under ``data_dir``.
 
     The splits live in ``data_dir/cluttered_mnist/<key>/{train,val,test}.npz``, ``key`` a hash
@@ -454,7 +453,6 @@ class ClutteredMNISTDataModule(lightning.LightningDataModule):
         data_dir = str(Path(data_dir).expanduser())  # `~` in configs means the home folder
         self.save_hyperparameters()
         self.num_classes = NUM_CLASSES if label_mode == "identify" else 9 * num_digits + 1
-        self.datasets: dict[str, ClutteredMNISTDataset] = {}
 
     @property
     def generation_params(self) -> dict[str, int | str]:
@@ -515,59 +513,20 @@ class ClutteredMNISTDataModule(lightning.LightningDataModule):
         """Where ``split``'s pyramid TIFFs live when ``image_size`` is set."""
         return self.cache_dir / f"pyramids_{self.hparams.image_size}" / split
 
-    def setup(self, stage: str | None = None) -> None:
-        """Load the splits ``stage`` needs (fit: train and val; validate: val; test, predict:
-        test; None: all) and compute their proxies."""
-        splits_for_stage = {
-            "fit": ("train", "val"),
-            "validate": ("val",),
-            "test": ("test",),
-            "predict": ("test",),
-            None: SPLITS,
-        }
-        if stage not in splits_for_stage:
-            raise ValueError(f"stage must be one of {list(splits_for_stage)}, got {stage!r}")
-        for split in splits_for_stage[stage]:
-            if split in self.datasets:
-                continue
-            path = self.split_path(split)
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} does not exist: call prepare_data() first")
-            loaded = ClutteredSplit.load(path)
-            pyramids = None
-            if self.hparams.image_size is not None:
-                pyramids = pyramid_paths(self.pyramid_dir(split), len(loaded.canvases))
-            self.datasets[split] = ClutteredMNISTDataset(
-                loaded,
-                label_mode=self.hparams.label_mode,
-                proxy_size=self.hparams.proxy_size,
-                proxy_noise=self.hparams.proxy_noise,
-                noise_seed=_derived_seed(self.hparams.seed, SPLITS.index(split), 1),
-                pyramids=pyramids,
-            )
-
-    def _dataloader(self, split: str, shuffle: bool) -> DataLoader:
-        if split not in self.datasets:
-            raise RuntimeError(f"the {split} split is not loaded: call setup() first")
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None,
-            num_workers=self.hparams.num_workers,
-            collate_fn=collate,
-            pin_memory=False,
-            persistent_workers=self.hparams.num_workers > 0,
+    def load_split(self, split: str) -> ClutteredMNISTDataset:
+        """The cached ``split`` with its proxies (computed here, noise included)."""
+        path = self.split_path(split)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: call prepare_data() first")
+        loaded = ClutteredSplit.load(path)
+        pyramids = None
+        if self.hparams.image_size is not None:
+            pyramids = pyramid_paths(self.pyramid_dir(split), len(loaded.canvases))
+        return ClutteredMNISTDataset(
+            loaded,
+            label_mode=self.hparams.label_mode,
+            proxy_size=self.hparams.proxy_size,
+            proxy_noise=self.hparams.proxy_noise,
+            noise_seed=_derived_seed(self.hparams.seed, SPLITS.index(split), 1),
+            pyramids=pyramids,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._dataloader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._dataloader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._dataloader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._dataloader("test", shuffle=False)

@@ -1,0 +1,74 @@
+"""Datamodules of train, val and test splits: each split loaded once, when a stage needs it."""
+
+import lightning
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from varsac.data.pyramid_dataset import collate
+
+SPLITS = ("train", "val", "test")
+SPLITS_OF_STAGE = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("test",),
+    None: SPLITS,
+}
+
+
+class SplitDataModule(lightning.LightningDataModule):
+    """Loads the splits a stage needs with ``load_split`` and batches them.
+
+    Subclasses implement ``load_split(split) -> Dataset`` and save ``batch_size``,
+    ``num_workers`` and ``seed`` (which seeds the training shuffle) in their
+    hyperparameters; ``train_sampler`` may replace the shuffle (e.g. to balance
+    classes). Batches are dicts, collated so that pyramid TIFFs stay a list.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.datasets: dict[str, Dataset] = {}
+
+    def load_split(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    def train_sampler(self) -> Sampler | None:
+        """A sampler for the training split; None shuffles it uniformly."""
+        return None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the splits ``stage`` needs (fit: train and val; validate: val; test, predict:
+        test; None: all)."""
+        if stage not in SPLITS_OF_STAGE:
+            raise ValueError(f"stage must be one of {list(SPLITS_OF_STAGE)}, got {stage!r}")
+        for split in SPLITS_OF_STAGE[stage]:
+            if split not in self.datasets:
+                self.datasets[split] = self.load_split(split)
+
+    def _dataloader(self, split: str) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"the {split} split is not loaded: call setup() first")
+        sampler = self.train_sampler() if split == "train" else None
+        shuffle = split == "train" and sampler is None
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None,
+            num_workers=self.hparams.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._dataloader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._dataloader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._dataloader("test")
