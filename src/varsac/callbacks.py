@@ -60,14 +60,15 @@ class SaccadePictures(Callback):
                 sample=False,
             )
         predictions = module.task.predict(saccades.log_probs).cpu()
+        names = getattr(trainer.datamodule, "class_names", None)
         pictures = [
             SaccadePicture(
                 image=displayable(images[i]),
                 proxy=samples["proxy"][i],
                 boxes=saccades.boxes[i].cpu(),
                 glimpses=saccades.glimpses[i].cpu(),
-                caption=f"predicted {describe(predictions[i])}   "
-                f"true {describe(samples['target'][i].long())}",
+                caption=f"predicted {describe(predictions[i], names)}   "
+                f"true {describe(samples['target'][i].long(), names)}",
             )
             for i in range(len(predictions))
         ]

@@ -12,7 +12,12 @@ from torchmetrics.classification import MulticlassAccuracy, MultilabelExactMatch
 
 
 class Classification:
-    """One class per image; targets are (B,) class indices."""
+    """One class per image; targets are (B,) class indices.
+
+    ``accuracy`` is the fraction right; ``balanced_accuracy`` the mean of the
+    per-class recalls (over the classes present), which a skewed class
+    distribution cannot inflate.
+    """
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -26,7 +31,12 @@ class Classification:
         return log_probs.argmax(dim=1)
 
     def metrics(self) -> MetricCollection:
-        return MetricCollection({"accuracy": MulticlassAccuracy(self.num_classes, average="micro")})
+        return MetricCollection(
+            {
+                "accuracy": MulticlassAccuracy(self.num_classes, average="micro"),
+                "balanced_accuracy": MulticlassAccuracy(self.num_classes, average="macro"),
+            }
+        )
 
 
 class SetClassification:

@@ -11,15 +11,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from varsac.errors import ConfigError
 from varsac.models.classifier import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "varsac_config"  # where a checkpoint keeps the config that trained it
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and what to do."""
 
 
 class StoreConfig(Callback):
@@ -34,16 +31,30 @@ class StoreConfig(Callback):
         checkpoint[CONFIG_KEY] = self.config
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    """Instantiate the datamodule, the model and the trainer with its callbacks and loggers."""
+def instantiate_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
+    """The datamodule and the model, their classes agreeing.
+
+    ``task.num_classes: null`` takes the number of classes from the datamodule.
+    """
     datamodule = instantiate(cfg.data)
+    data_classes = getattr(datamodule, "num_classes", None)
+    if cfg.task.get("num_classes") is None:
+        if data_classes is None:
+            raise ConfigError("task.num_classes is null and the data does not say: set it")
+        cfg.task.num_classes = data_classes
     model = instantiate(cfg.model)
-    data_classes, task_classes = getattr(datamodule, "num_classes", None), model.task.num_classes
+    task_classes = model.task.num_classes
     if data_classes is not None and data_classes != task_classes:
         raise ConfigError(
             f"the data has {data_classes} classes but task.num_classes is {task_classes}: "
             "pick the task that matches the data (e.g. task=sum with data.label_mode=sum)"
         )
+    return datamodule, model
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """Instantiate the datamodule, the model and the trainer with its callbacks and loggers."""
+    datamodule, model = instantiate_data_and_model(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks.append(StoreConfig(cfg))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]

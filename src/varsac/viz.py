@@ -1,5 +1,6 @@
 """Pictures of saccades: the proxy and the image with numbered glimpse boxes, and the glimpses."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,8 +92,9 @@ def draw_saccades(
     return sheet
 
 
-def describe(prediction: Tensor) -> str:
-    """A class index, or a multi-hot set, as text: ``7`` or ``{3, 7}``."""
+def describe(prediction: Tensor, class_names: Sequence[str] | None = None) -> str:
+    """A class index, or a multi-hot set, as text: ``7``, ``{3, 7}`` or ``animals``."""
+    name = (lambda i: class_names[i]) if class_names else str
     if prediction.ndim == 0:
-        return str(int(prediction))
-    return "{" + ", ".join(str(i) for i in torch.nonzero(prediction).flatten().tolist()) + "}"
+        return name(int(prediction))
+    return "{" + ", ".join(name(i) for i in torch.nonzero(prediction).flatten().tolist()) + "}"

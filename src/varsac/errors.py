@@ -1,0 +1,5 @@
+"""Errors that come from what the user asked for, reported as a message rather than a traceback."""
+
+
+class ConfigError(ValueError):
+    """A config value or an input that cannot work; the message names it and says what to do."""
