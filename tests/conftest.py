@@ -2,9 +2,12 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import pyvips
 
 from varsac.data.mnist import MNISTDigits, load_mnist
+from varsac.data.photo_conversion import convert_photos
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +22,45 @@ def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mnist_digits(mnist_dir: Path) -> MNISTDigits:
     """The real MNIST splits, read from ``mnist_dir``'s cache."""
     return load_mnist(mnist_dir, sources=())
+
+
+PHOTO_CLASSES = ("abstract", "animals", "man-made", "nature", "None", "people")
+PHOTO_SIZES = ((300, 200), (200, 300), (256, 256), (480, 270))  # (width, height)
+DEEP_TIFF_VALUE = (40_000, 20_000, 1_000)  # the colour of the 16-bit TIFF
+
+
+def write_photo_folder(root: Path, sizes: tuple[tuple[int, int], ...] = PHOTO_SIZES) -> Path:
+    """Class folders of JPEGs (one per size and class, a colour per class, with noise), plus
+    ``animals/broken.jpg`` (a truncated JPEG), ``nature/deep.tif`` (a 16-bit TIFF of one
+    colour) and ``notes.txt`` (not a photo). Returns ``root``."""
+    rng = np.random.default_rng(0)
+    for number, name in enumerate(PHOTO_CLASSES):
+        folder = root / name
+        folder.mkdir(parents=True)
+        colour = np.array([40 * number, 255 - 40 * number, (90 * number) % 256])
+        for index, (width, height) in enumerate(sizes):
+            noise = rng.normal(0, 20, (height, width, 3))
+            pixels = (colour + noise).clip(0, 255).astype(np.uint8)
+            pyvips.Image.new_from_array(pixels).jpegsave(str(folder / f"photo{index}.jpg"))
+    whole = (root / "animals" / "photo0.jpg").read_bytes()
+    (root / "animals" / "broken.jpg").write_bytes(whole[: len(whole) // 2])
+    deep = np.full((240, 320, 3), DEEP_TIFF_VALUE, np.uint16)
+    pyvips.Image.new_from_array(deep, interpretation="rgb16").tiffsave(
+        str(root / "nature/deep.tif")
+    )
+    (root / "notes.txt").write_text("not a photo")
+    return root
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small photo set in class folders (see ``write_photo_folder``)."""
+    return write_photo_folder(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="session")
+def converted_photos(photo_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``photo_folder`` converted to 512² pyramids (two levels), half of each class held out."""
+    root = tmp_path_factory.mktemp("converted")
+    convert_photos(photo_folder, root, size=512, val=0.25, test=0.25)
+    return root

@@ -5,6 +5,7 @@ everything after the command goes to Hydra unchanged, so overrides, ``--cfg``,
 ``--help`` and ``-m`` work as in any Hydra app.
 """
 
+import importlib
 import sys
 from collections.abc import Callable
 
@@ -16,6 +17,12 @@ from varsac import __version__
 COMMANDS: dict[str, str] = {
     "fit": "train a model (e.g. varsac fit experiment=cluttered_mnist)",
     "test": "evaluate a checkpoint on the test split (varsac test ckpt_path=PATH)",
+    "data": "prepare a dataset (varsac data mit5k src=PHOTOS [dst=DIR])",
+}
+# `varsac data <dataset>`: each has its config conf/data_<dataset>.yaml and a function in
+# varsac.prepare.
+DATASETS: dict[str, str] = {
+    "mit5k": "convert photos in class folders (or a CSV of path,label) to pyramid TIFFs",
 }
 
 USAGE = """usage: varsac <command> [key=value ...] [hydra flags]
@@ -33,28 +40,42 @@ Every command takes Hydra overrides and flags:
 """
 
 
+DATA_USAGE = """usage: varsac data <dataset> [key=value ...] [hydra flags]
+
+datasets:
+{datasets}
+
+  varsac data mit5k src=~/fivek dst=~/data/mit5k     (varsac data mit5k --help: every option)
+"""
+
+
+def listing(entries: dict[str, str]) -> str:
+    width = max(map(len, entries))
+    return "\n".join(f"  {name:<{width}}  {text}" for name, text in entries.items())
+
+
 def usage() -> str:
-    width = max(map(len, COMMANDS))
-    lines = "\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items())
-    return USAGE.format(commands=lines)
+    return USAGE.format(commands=listing(COMMANDS))
 
 
-def task_function(command: str) -> Callable[[DictConfig], float | None]:
-    """The function Hydra runs for a command, imported only when needed (torch is slow to load).
+def task_function(module: str, function: str, title: str) -> Callable[[DictConfig], object]:
+    """The function Hydra runs, imported only when needed (torch is slow to load).
 
     Errors that come from what the user gave (a config value, a missing file)
     end the command with their message instead of a traceback.
     """
 
-    def run(cfg: DictConfig) -> float | None:
+    def run(cfg: DictConfig) -> object:
         from hydra.errors import InstantiationException
+        from omegaconf.errors import MissingMandatoryValue
 
-        from varsac import train
+        from varsac.errors import ConfigError
 
+        expected = (ConfigError, FileNotFoundError, InstantiationException, MissingMandatoryValue)
         try:
-            return getattr(train, command)(cfg)
-        except (train.ConfigError, FileNotFoundError, InstantiationException) as error:
-            raise SystemExit(f"varsac {command}: {error}") from None
+            return getattr(importlib.import_module(module), function)(cfg)
+        except expected as error:
+            raise SystemExit(f"{title}: {error}") from None
 
     return run
 
@@ -71,7 +92,22 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         print(f"varsac: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
+    if command == "data":
+        data_usage = DATA_USAGE.format(datasets=listing(DATASETS))
+        if not overrides or overrides[0] in ("-h", "--help", "help"):
+            print(data_usage)
+            return
+        dataset, overrides = overrides[0], overrides[1:]
+        if dataset not in DATASETS:
+            print(f"varsac data: unknown dataset {dataset!r}\n\n{data_usage}", file=sys.stderr)
+            raise SystemExit(2)
+        config_name, run = (
+            f"data_{dataset}",
+            task_function("varsac.prepare", dataset, f"varsac data {dataset}"),
+        )
+    else:
+        config_name, run = command, task_function("varsac.train", command, f"varsac {command}")
     # Hydra reads its overrides from sys.argv; the command is ours, not Hydra's.
     sys.argv = [sys.argv[0], *overrides]
-    app = hydra.main(config_path="pkg://varsac.conf", config_name=command, version_base="1.3")
-    app(task_function(command))()
+    app = hydra.main(config_path="pkg://varsac.conf", config_name=config_name, version_base="1.3")
+    app(run)()

@@ -23,6 +23,7 @@ by libvips's worker threads (``write_to_memory``), which hang in a child forked
 after the parent used them.
 """
 
+import logging
 import operator
 import os
 import threading
@@ -37,6 +38,9 @@ import numpy as np
 import pyvips
 
 from varsac.files import atomic_path
+
+# libvips reports every resize and thread pool at INFO: keep its log for warnings and errors.
+logging.getLogger("pyvips").setLevel(logging.WARNING)
 
 ImageSource = np.ndarray | str | os.PathLike[str] | pyvips.Image
 COMPRESSIONS = ("deflate", "jpeg", "lzw", "none")
@@ -132,7 +136,7 @@ def _as_uchar_image(source: ImageSource) -> pyvips.Image:
             )
         return pyvips.Image.new_from_array(np.ascontiguousarray(source))
     if isinstance(source, str | os.PathLike):
-        image = _open_source_file(Path(source))
+        image = open_image(Path(source))
     elif isinstance(source, pyvips.Image):
         image = source
     else:
@@ -147,7 +151,7 @@ def _as_uchar_image(source: ImageSource) -> pyvips.Image:
     return image
 
 
-def _open_source_file(path: Path) -> pyvips.Image:
+def open_image(path: Path) -> pyvips.Image:
     """An image file, read sequentially (failing on truncated data), upright."""
     if not path.is_file():
         raise FileNotFoundError(f"no image file at {path}")
