@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; a plain requirement would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: help install fit test lint format bench-learning clean
+.PHONY: help install fit test lint format bench-learning bench-mit5k clean
 
 help:
 	@echo "make fit    train the saccade model on two-digit cluttered MNIST (CPU)"
@@ -13,6 +13,7 @@ help:
 	@echo "make lint   ruff check and ruff format --check"
 	@echo "make format apply ruff's fixes and formatting"
 	@echo "make bench-learning  the 30-minute learning-curve benchmark"
+	@echo "make bench-mit5k     photo conversion and loading throughput (2 minutes)"
 
 $(BIN)/varsac: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,9 @@ format: install
 
 bench-learning: install
 	$(BIN)/python benchmarks/learning_curve.py $(ARGS)
+
+bench-mit5k: install
+	$(BIN)/python benchmarks/mit5k.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

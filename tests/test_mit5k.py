@@ -18,13 +18,8 @@ import torch
 
 from conftest import DEEP_TIFF_VALUE, PHOTO_CLASSES, PHOTO_SIZES, write_photo_folder
 from varsac.data.photo_conversion import convert_photos, find_photos, stratified_split
-from varsac.data.photo_index import (
-    INDEX_COLUMNS,
-    IndexRow,
-    PhotoDataModule,
-    read_index,
-    write_index,
-)
+from varsac.data.photo_index import INDEX_COLUMNS, IndexRow, read_index, write_index
+from varsac.data.photos import PhotoDataModule
 from varsac.errors import ConfigError
 from varsac.files import partial_files
 from varsac.pyramid import PyramidTIFF

@@ -1,0 +1,3 @@
+"""Datasets and datamodules."""
+
+SPLITS = ("train", "val", "test")  # every dataset's splits, in this order

@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from varsac.data import SPLITS
 from varsac.data.mnist import DIGIT_SIZE, NUM_CLASSES, load_mnist
 from varsac.data.pyramid_dataset import read_proxies
-from varsac.data.splits import SPLITS, SplitDataModule
+from varsac.data.splits import SplitDataModule
 from varsac.files import replace_atomically, save_npz_atomically
 from varsac.pyramid import PyramidTIFF, write_pyramid
 

@@ -6,13 +6,15 @@ Input: class folders ``SRC/<class>/…/<photo>`` or a CSV of ``path,label``
 Each photo becomes ``DST/images/<its path under SRC>.tif``, a ``size``² pyramid
 TIFF of 8-bit sRGB:
 
-- colour: a photo with an embedded ICC profile (FiveK's exports are 16-bit
-  ProPhoto RGB) is transformed to sRGB through it, relative colorimetric;
-  one without a profile is taken as sRGB (greyscale is copied into three
-  channels), and its 16-bit samples keep their high byte, v ↦ ⌊v / 256⌋, a
-  linear map without a tone curve. Transparency is flattened onto black.
+- colour: a photo with an embedded ICC profile (FiveK's expert photos are
+  usually exported as 16-bit ProPhoto RGB TIFFs) is transformed to sRGB
+  through it, relative colorimetric; one without a profile is taken as sRGB
+  (greyscale is copied into three channels), and its 16-bit samples keep their
+  high byte, v ↦ ⌊v / 256⌋, a linear map without a tone curve. Transparency is
+  flattened onto black.
 - geometry, for photos that are not square (``fit``): ``resize`` stretches to
-  size² (the paper's choice: the whole photo, aspect changed); ``crop`` scales
+  size² (the whole photo, aspect changed; the paper only says it downsampled
+  to 2528²); ``crop`` scales
   the shorter side to size and keeps the centre; ``pad`` scales the longer side
   to size and pads the rest with black. The camera's orientation tag is applied.
 
@@ -39,8 +41,8 @@ import numpy as np
 import pyvips
 from tqdm import tqdm
 
+from varsac.data import SPLITS
 from varsac.data.photo_index import IndexRow, write_index
-from varsac.data.splits import SPLITS
 from varsac.errors import ConfigError
 from varsac.files import remove_partial_files, replace_atomically
 from varsac.pyramid import COMPRESSIONS, open_image, write_pyramid

@@ -1,35 +1,21 @@
-"""A converted photo set: ``index.csv`` over pyramid TIFFs, and the datamodule that trains on it.
+"""The index of a converted photo set: ``ROOT/index.csv``, one row per photo.
 
-``varsac data mit5k`` writes ``ROOT/index.csv`` with one row per converted
-photo: ``path`` (its pyramid TIFF, relative to ROOT), ``label`` (the class
+``varsac data mit5k`` writes it; ``PhotoDataModule`` reads it. Columns:
+``path`` (the photo's pyramid TIFF, relative to ROOT), ``label`` (its class
 name), ``split`` (train, val or test) and ``source`` (the photo it came from).
-The datamodule reads the proxies off the pyramids' small levels and hands the
-pyramids themselves to the localized spatial transformer.
 """
 
 import csv
 import io
-import logging
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Any
 
-import torch
-from torch.utils.data import Dataset
-
-from varsac.data.pyramid_dataset import read_proxies
-from varsac.data.splits import SPLITS, SplitDataModule
+from varsac.data import SPLITS
 from varsac.files import replace_atomically
-from varsac.pyramid import PyramidTIFF
-
-log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.csv"
-# The MIT-Adobe FiveK subject categories the paper classifies, in its order.
-MIT5K_CLASSES = ("abstract", "animals", "man-made", "nature", "None", "people")
 
 
 @dataclass(frozen=True)
@@ -78,97 +64,3 @@ def read_index(root: str | os.PathLike[str]) -> list[IndexRow]:
         if row.split not in SPLITS:
             raise ValueError(f"{path} line {line}: split {row.split!r} is not one of {SPLITS}")
     return rows
-
-
-class PhotoDataset(Dataset):
-    """One split of a converted photo set; a sample is a dict:
-
-    image: the photo's ``PyramidTIFF``; proxy: float32 (C, P, P) in [0, 1], the
-    photo resized to P² from its smallest fitting level (read once, here);
-    target: int64 () class index.
-    """
-
-    def __init__(self, images: Sequence[Path], targets: Sequence[int], proxy_size: int) -> None:
-        self.images = [PyramidTIFF(path) for path in images]
-        self.targets = torch.tensor(targets, dtype=torch.long)
-        self.proxies = read_proxies(self.images, proxy_size)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {
-            "image": self.images[index],
-            "proxy": self.proxies[index],
-            "target": self.targets[index],
-        }
-
-
-class PhotoDataModule(SplitDataModule):
-    """The photos listed in ``root/index.csv``, by split, labelled with ``classes``.
-
-    ``classes``: the class names in the order of the model's outputs; None takes
-    the labels found in the index, sorted. A label not in ``classes`` is an
-    error (the message names it); a class without photos is a warning.
-    """
-
-    def __init__(
-        self,
-        root: str,
-        classes: Sequence[str] | None = MIT5K_CLASSES,
-        proxy_size: int = 32,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        for name, value, lowest in (
-            ("proxy_size", proxy_size, 1),
-            ("batch_size", batch_size, 1),
-            ("num_workers", num_workers, 0),
-        ):
-            if value < lowest:
-                raise ValueError(f"{name} must be at least {lowest}, got {value}")
-        root = str(Path(root).expanduser())
-        classes = None if classes is None else [str(name) for name in classes]
-        self.save_hyperparameters()
-        self.rows = read_index(root)
-        labels = sorted({row.label for row in self.rows})
-        self.class_names: list[str] = labels if classes is None else classes
-        unknown = [label for label in labels if label not in self.class_names]
-        if unknown:
-            raise ValueError(
-                f"{Path(root) / INDEX_NAME} has photos of class(es) {unknown}, which are not "
-                f"among data.classes={self.class_names}: add them to data.classes, or set "
-                "data.classes=null to use the classes the index has"
-            )
-        if len(set(self.class_names)) != len(self.class_names):
-            raise ValueError(f"data.classes lists a class twice: {self.class_names}")
-        empty = [name for name in self.class_names if name not in labels]
-        if empty:
-            warnings.warn(
-                f"{Path(root) / INDEX_NAME} has no photos of class(es) {empty}", stacklevel=2
-            )
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def load_split(self, split: str) -> PhotoDataset:
-        root = Path(self.hparams.root)
-        rows = [row for row in self.rows if row.split == split]
-        if not rows:
-            raise ValueError(
-                f"{root / INDEX_NAME} has no {split} photos: convert more photos, or convert "
-                "again with larger split fractions"
-            )
-        paths = [root / row.path for row in rows]
-        missing = [path for path in paths if not path.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{len(missing)} pyramid TIFF(s) listed in {root / INDEX_NAME} are missing, "
-                f"e.g. {missing[0]}: run `varsac data mit5k` again to convert them"
-            )
-        log.info("%s: %d %s photos", root, len(rows), split)
-        targets = [self.class_names.index(row.label) for row in rows]
-        return PhotoDataset(paths, targets, self.hparams.proxy_size)

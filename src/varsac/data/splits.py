@@ -4,9 +4,9 @@ import lightning
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from varsac.data import SPLITS
 from varsac.data.pyramid_dataset import collate
 
-SPLITS = ("train", "val", "test")
 SPLITS_OF_STAGE = {
     "fit": ("train", "val"),
     "validate": ("val",),
