@@ -13,9 +13,6 @@ Also times one glimpse read against decoding the whole 2528² level 0.
 import argparse
 import json
 import os
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -23,12 +20,9 @@ from tempfile import TemporaryDirectory
 import numpy as np
 import pyvips
 
+from fresh_process import in_fresh_process, peak_rss_mib
+
 BATCHES = (1, 16)
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def write_image(size: int, path: Path) -> dict:
@@ -116,13 +110,6 @@ def read_times(path: Path, repeats: int) -> dict:
     }
 
 
-def in_fresh_process(*args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", *args], check=True, capture_output=True, text=True
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2528, 10_000, 40_000])
@@ -145,7 +132,7 @@ def main() -> None:
     with TemporaryDirectory() as folder:
         for size in args.sizes:
             path = Path(folder) / f"canvas_{size}.tif"
-            written.append(in_fresh_process("write", str(size), str(path)))
+            written.append(in_fresh_process(__file__, "write", str(size), str(path)))
             done = written[-1]
             print(
                 f"wrote {size}²: {done['write_s']:.1f} s, {done['file_mib']:.1f} MiB, "
@@ -153,14 +140,16 @@ def main() -> None:
                 flush=True,
             )
             for batch in BATCHES:
-                rows.append({"size": size, **in_fresh_process("infer", str(path), str(batch))})
+                rows.append(
+                    {"size": size, **in_fresh_process(__file__, "infer", str(path), str(batch))}
+                )
                 print(
                     f"  batch {batch:2d}: {rows[-1]['ms_per_image']:.1f} ms per image, "
                     f"peak RSS {rows[-1]['peak_rss_mib']:.0f} MiB",
                     flush=True,
                 )
             if size == args.sizes[0]:
-                reads = in_fresh_process("reads", str(path))
+                reads = in_fresh_process(__file__, "reads", str(path))
     print(f"\n{'image':>8} {'batch':>6} {'ms / image':>11} {'peak RSS MiB':>13}")
     for row in rows:
         print(

@@ -20,15 +20,14 @@ The TIFFs are read from the page cache once the first epoch has touched them.
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pyvips
+
+from fresh_process import in_fresh_process, peak_rss_mib
 
 CLASSES = ("abstract", "animals", "man-made", "nature", "None", "people")
 WIDTH, HEIGHT = 4000, 3000
@@ -56,10 +55,6 @@ def write_photos(folder: Path, count: int) -> list[Path]:
         photo.jpegsave(str(path.with_suffix(".partial.jpg")), Q=92)
         path.with_suffix(".partial.jpg").rename(path)
     return paths
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def convert(src: Path, dst: Path, workers: int) -> dict:
@@ -144,13 +139,6 @@ def loading_and_training(root: Path, batch_size: int, epochs: int) -> dict:
     }
 
 
-def in_fresh_process(*args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", *args], check=True, capture_output=True, text=True
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=96)
@@ -182,7 +170,7 @@ def main() -> None:
     for workers in sorted({1, os.cpu_count() or 1}):
         dst = args.workdir / f"converted_{workers}"
         shutil.rmtree(dst, ignore_errors=True)
-        conversions.append(in_fresh_process("convert", str(src), str(dst), str(workers)))
+        conversions.append(in_fresh_process(__file__, "convert", str(src), str(dst), str(workers)))
         done = conversions[-1]
         print(
             f"converted with {workers} worker(s): {done['photos_per_s']:.2f} photos/s, "
@@ -190,7 +178,7 @@ def main() -> None:
             flush=True,
         )
     root = args.workdir / f"converted_{conversions[-1]['workers']}"
-    loading = in_fresh_process("train", str(root), str(args.batch_size), str(args.epochs))
+    loading = in_fresh_process(__file__, "train", str(root), str(args.batch_size), str(args.epochs))
 
     print(f"\n{'conversion of 4000×3000 JPEGs to 2528²':<44}{'photos/s':>10}{'peak RSS MiB':>14}")
     for done in conversions:
