@@ -33,16 +33,15 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyvips
-from tqdm import tqdm
 
 from varsac.data import SPLITS
 from varsac.data.photo_index import IndexRow, write_index
+from varsac.data.pyramid_conversion import as_srgb, convert_all
 from varsac.errors import ConfigError
 from varsac.files import remove_partial_files, replace_atomically
 from varsac.pyramid import COMPRESSIONS, open_image, write_pyramid
@@ -55,8 +54,6 @@ IMAGES_DIR = "images"
 PARAMS_NAME = "conversion.json"
 # Bump when a conversion would write different pixels for the same settings.
 FORMAT_VERSION = 1
-# What a photo that cannot be read or converted raises.
-CONVERSION_ERRORS = (OSError, ValueError, pyvips.Error)
 
 
 @dataclass(frozen=True)
@@ -183,20 +180,6 @@ def stratified_split(labels: Sequence[str], val: float, test: float, seed: int) 
 # ---------------------------------------------------------------------- one photo
 
 
-def as_srgb(image: pyvips.Image) -> pyvips.Image:
-    """8-bit sRGB with three bands (the colour mapping of the module docstring)."""
-    if image.hasalpha():
-        image = image.flatten()
-    if image.get_typeof("icc-profile-data"):
-        image = image.icc_transform("srgb", embedded=True, intent="relative", depth=8)
-    image = image.colourspace("srgb")
-    if image.format == "ushort":
-        image = (image >> 8).cast("uchar")
-    if image.format != "uchar" or image.bands != 3:
-        raise ValueError(f"cannot map {image.bands} {image.format} bands to 8-bit sRGB")
-    return image
-
-
 def fit_square(image: pyvips.Image, size: int, fit: str) -> pyvips.Image:
     """``image`` as size² by ``fit``: resize (stretch), crop (centre) or pad (black)."""
     width, height = image.width, image.height
@@ -253,8 +236,7 @@ def convert_photos(
 ) -> Conversion:
     """Convert every photo of ``src`` not yet in ``dst``; write ``dst/index.csv``.
 
-    ``workers`` threads convert at once (None: one per core); libvips decodes,
-    resizes and encodes outside the GIL.
+    ``workers`` threads convert at once (None: one per core).
     """
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     if fit not in FITS:
@@ -281,28 +263,7 @@ def convert_photos(
     convert = functools.partial(
         convert_photo, size=size, fit=fit, compression=compression, quality=quality
     )
-    failed: list[Photo] = []
-    pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
-    try:
-        futures = {pool.submit(convert, p.source, dst / p.target): p for p in todo}
-        progress = tqdm(as_completed(futures), total=len(todo), desc="converting", unit="photo")
-        for future in progress:
-            error = future.exception()
-            if isinstance(error, CONVERSION_ERRORS):
-                failed.append(futures[future])
-            elif error is not None:
-                raise error
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    # Once more, alone: libvips keeps one error message for all threads, so only a photo
-    # converted with no other running is reported with its own reason.
-    failures: dict[Path, str] = {}
-    for photo in failed:
-        try:
-            convert(photo.source, dst / photo.target)
-        except CONVERSION_ERRORS as error:
-            failures[photo.source] = " ".join(str(error).split())
-            log.warning("skipped %s: %s", photo.source, failures[photo.source])
+    failures = convert_all([(p.source, dst / p.target) for p in todo], convert, workers, "photo")
     seconds = time.perf_counter() - start
 
     rows = [
