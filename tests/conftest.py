@@ -8,6 +8,7 @@ import pyvips
 
 from varsac.data.mnist import MNISTDigits, load_mnist
 from varsac.data.photo_conversion import convert_photos
+from varsac.data.starcraft_scenes import generate_scenes
 
 
 @pytest.fixture(scope="session")
@@ -63,4 +64,12 @@ def converted_photos(photo_folder: Path, tmp_path_factory: pytest.TempPathFactor
     """``photo_folder`` converted to 512² pyramids (two levels), half of each class held out."""
     root = tmp_path_factory.mktemp("converted")
     convert_photos(photo_folder, root, size=512, val=0.25, test=0.25)
+    return root
+
+
+@pytest.fixture(scope="session")
+def starcraft_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 generated StarCraft scenes of 256² in the recorder's layout."""
+    root = tmp_path_factory.mktemp("starcraft")
+    generate_scenes(root, 24, seed=0, frame_size=256)
     return root

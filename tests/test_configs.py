@@ -19,15 +19,22 @@ def test_there_are_experiments() -> None:
     assert {"cluttered_mnist", "cluttered_mnist_sum", "cnn_cluttered_mnist"} <= set(EXPERIMENTS)
 
 
+# Datamodules over folders that the user brings: the fixture that makes one.
+DATA_FOLDERS = {
+    "varsac.data.photos.PhotoDataModule": "converted_photos",
+    "varsac.data.starcraft.StarCraftDataModule": "starcraft_folder",
+}
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_builds(
-    experiment: str, tmp_path: Path, converted_photos: Path
+    experiment: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     with initialize_config_module("varsac.conf", version_base="1.3"):
         cfg = compose("fit", overrides=[f"experiment={experiment}", f"paths.data_dir={tmp_path}"])
     assert cfg.name == experiment
-    if "root" in cfg.data:  # a photo set converted by `varsac data mit5k`
-        cfg.data.root = str(converted_photos)
+    if cfg.data._target_ in DATA_FOLDERS:
+        cfg.data.root = str(request.getfixturevalue(DATA_FOLDERS[cfg.data._target_]))
     datamodule, model = instantiate_data_and_model(cfg)
     assert model.task.num_classes == datamodule.num_classes
     assert sum(p.numel() for p in model.parameters()) > 0

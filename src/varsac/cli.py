@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
 # varsac.prepare.
 DATASETS: dict[str, str] = {
     "mit5k": "convert photos in class folders (or a CSV of path,label) to pyramid TIFFs",
+    "starcraft": "draw StarCraft II marine-counting scenes offline (or record them: source=game)",
 }
 
 USAGE = """usage: varsac <command> [key=value ...] [hydra flags]
@@ -46,6 +47,7 @@ datasets:
 {datasets}
 
   varsac data mit5k src=~/fivek dst=~/data/mit5k     (varsac data mit5k --help: every option)
+  varsac data starcraft n=5000 seed=0                (varsac data starcraft --help)
 """
 
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from varsac.data.photo_conversion import convert_photos, summary
+from varsac.data import photo_conversion, sc2_recorder, starcraft_scenes
+from varsac.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +17,7 @@ def mit5k(cfg: DictConfig) -> None:
     Exits with status 1 when some photos could not be converted (each is
     listed); the index then holds the others.
     """
-    conversion = convert_photos(
+    conversion = photo_conversion.convert_photos(
         cfg.src,
         cfg.dst,
         size=cfg.size,
@@ -29,10 +30,40 @@ def mit5k(cfg: DictConfig) -> None:
         quality=cfg.quality,
     )
     dst = Path(cfg.dst).expanduser()
-    log.info("varsac data mit5k finished\n%s", summary(conversion, dst))
+    log.info("varsac data mit5k finished\n%s", photo_conversion.summary(conversion, dst))
     if conversion.failures:
         raise SystemExit(
             f"varsac data mit5k: {len(conversion.failures)} photo(s) could not be converted "
             f"(listed above); {dst / 'index.csv'} lists the {len(conversion.rows)} that were. "
             "Fix or remove them and run the same command again: only what is missing converts."
         )
+
+
+def starcraft(cfg: DictConfig) -> None:
+    """Draw (``source=generator``) or record (``source=game``) ``cfg.n`` StarCraft II frames."""
+    dst = Path(cfg.dst).expanduser()
+    if cfg.source == "generator":
+        scenes = starcraft_scenes.generate_scenes(
+            dst,
+            cfg.n,
+            cfg.seed,
+            workers=cfg.workers,
+            frame_size=cfg.frame_size,
+            minimap_size=cfg.minimap_size,
+            max_count=cfg.max_count,
+        )
+        log.info("varsac data starcraft finished\n%s", starcraft_scenes.summary(scenes, dst))
+    elif cfg.source == "game":
+        recorded = sc2_recorder.record_scenes(
+            dst,
+            cfg.n,
+            cfg.seed,
+            map_name=cfg.map,
+            frame_size=cfg.frame_size,
+            minimap_size=cfg.minimap_size,
+            max_count=cfg.max_count,
+            step_mul=cfg.step_mul,
+        )
+        log.info("varsac data starcraft finished: %d frames recorded into %s", recorded, dst)
+    else:
+        raise ConfigError(f"source must be generator or game, got {cfg.source!r}")

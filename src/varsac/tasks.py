@@ -7,8 +7,28 @@ headline figure that checkpoints monitor) and may add its own.
 
 import torch
 from torch import Tensor
-from torchmetrics import MetricCollection
+from torchmetrics import MeanAbsoluteError, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MultilabelExactMatch, MultilabelRecall
+
+
+class BalancedAccuracy(Metric):
+    """The mean over classes of the fraction of each class predicted right, over the classes
+    that occur in the targets (scikit-learn's ``balanced_accuracy_score``)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.add_state("right", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("support", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, predictions: Tensor, targets: Tensor) -> None:
+        """(B,) predicted and (B,) true class indices."""
+        self.support += torch.bincount(targets, minlength=self.num_classes)
+        self.right += torch.bincount(targets[predictions == targets], minlength=self.num_classes)
+
+    def compute(self) -> Tensor:
+        present = self.support > 0
+        return (self.right[present] / self.support[present]).mean()
 
 
 class Classification:
@@ -34,9 +54,22 @@ class Classification:
         return MetricCollection(
             {
                 "accuracy": MulticlassAccuracy(self.num_classes, average="micro"),
-                "balanced_accuracy": MulticlassAccuracy(self.num_classes, average="macro"),
+                "balanced_accuracy": BalancedAccuracy(self.num_classes),
             }
         )
+
+
+class Counting(Classification):
+    """How many there are: class k is the count k, 0 ≤ k < num_classes.
+
+    Adds ``count_mae``, the mean absolute difference between the predicted and
+    the true count (a miss by one costs less than a miss by ten).
+    """
+
+    def metrics(self) -> MetricCollection:
+        metrics = super().metrics()
+        metrics.add_metrics({"count_mae": MeanAbsoluteError()})
+        return metrics
 
 
 class SetClassification:
@@ -71,4 +104,4 @@ class SetClassification:
         )
 
 
-Task = Classification | SetClassification
+Task = Classification | Counting | SetClassification

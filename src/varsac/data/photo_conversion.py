@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from varsac.data import SPLITS
+from varsac.data import SPLITS, check_split_fractions
 from varsac.data.photo_index import IndexRow, write_index
 from varsac.data.pyramid_conversion import as_srgb, convert_all
 from varsac.errors import ConfigError
@@ -162,10 +162,7 @@ def stratified_split(labels: Sequence[str], val: float, test: float, seed: int) 
     A class's draw depends only on the seed, its name and its photos in order,
     so adding a class leaves the split of the others as it was.
     """
-    if not (val >= 0 and test >= 0 and val + test < 1):
-        raise ConfigError(
-            f"val={val} and test={test} must be fractions ≥ 0 that leave some for train"
-        )
+    check_split_fractions(val, test)
     splits = [""] * len(labels)
     for label in sorted(set(labels)):
         members = [i for i, other in enumerate(labels) if other == label]
