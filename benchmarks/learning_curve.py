@@ -1,4 +1,4 @@
-"""Learning curve: exact-match test accuracy against training wall-clock time.
+"""Learning curve: test accuracy (and the task's other metrics) against training wall-clock time.
 
 Trains each experiment for a fixed wall-clock budget on this machine and
 evaluates on the whole test split at regular intervals of training time (the
@@ -21,6 +21,8 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
+
+from varsac.train import instantiate_data_and_model
 
 
 class EvaluateOnTheClock(Callback):
@@ -65,7 +67,10 @@ class EvaluateOnTheClock(Callback):
         module.eval()
         metrics = module.task.metrics().to(module.device)
         for batch in self.datamodule.test_dataloader():
-            batch = {k: v.to(module.device) for k, v in batch.items()}
+            batch = {
+                k: v.to(module.device) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()
+            }  # pyramid TIFFs stay as they are
             _, log_probs, _ = module.objective(batch, sample=False)
             metrics.update(module.task.predict(log_probs), batch["target"].long())
         module.train(was_training)
@@ -81,10 +86,9 @@ def run(experiment: str, minutes: float, every: float, overrides: list[str]) -> 
         cfg.hydra.runtime.output_dir = run_dir
         HydraConfig.instance().set_config(cfg)
         L.seed_everything(cfg.seed, workers=True)
-        datamodule = instantiate(cfg.data)
+        datamodule, model = instantiate_data_and_model(cfg)
         datamodule.prepare_data()
         datamodule.setup("test")
-        model = instantiate(cfg.model)
         clock = EvaluateOnTheClock(datamodule, every * 60, minutes * 60)
         trainer = instantiate(
             cfg.trainer,

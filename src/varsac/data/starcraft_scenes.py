@@ -13,8 +13,12 @@ The game itself is not available here, so this module draws frames that look the
   (anti-aliasing), casts a soft shadow and has a bloom: its bright parts, blurred, are
   added back as a halo;
 - how many of each type: independently, 0..``max_count`` with P(k) ∝ 0.88^k (many frames
-  with few units, a few with many); positions uniform inside the frame, each unit wholly
-  visible and no two centres closer than 0.8 × the sum of their radii;
+  with few units, a few with many);
+- where: units gather in 1–3 squads, as armies do in the battles the recorder captured;
+  a squad's centre is uniform in the middle 70 % of the frame and its units are spread
+  around it normally (standard deviation 40–90 px at 1024²). A unit that finds no free
+  place near its squad goes anywhere free. Every unit is wholly visible and no two
+  centres are closer than 0.8 × the sum of their radii;
 - the minimap: the terrain downsampled and darkened, every unit (whatever its type) the
   same 2×2 square of ``MINIMAP_UNIT_COLOUR`` at its scaled position. So the minimap says
   where units are but not which are marines.
@@ -69,7 +73,7 @@ CSV_COLUMNS = (
 MINIMAP_UNIT_COLOUR = (0, 255, 0)
 MAX_COUNT = 22  # the most units of one type in a frame (the paper's marine counts are 0..22)
 # Bump when the generator draws other pixels or counts for the same settings.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: units gather in squads
 
 CSV_NAME = "predictions.csv"
 SETTINGS_NAME = "scenes.json"
@@ -81,7 +85,9 @@ _DIAMETER_RANGES = {"marine": (14.0, 18.0), "marauder": (22.0, 26.0), "siegetank
 _PLACEMENT_ORDER = ("siegetank", "marauder", "marine")  # largest first: they are drawn below
 _COUNT_DECAY = 0.88  # P(count = k) ∝ _COUNT_DECAY^k
 _MIN_GAP = 0.8  # centres at least this × the sum of the two radii apart
-_PLACEMENT_TRIES = 100  # random positions tried per unit before it is left out
+_PLACEMENT_TRIES = 100  # positions tried per unit near its squad, then as many anywhere
+_MAX_SQUADS = 3  # units gather in 1..3 squads, as armies do in the game's battles
+_SQUAD_SPREAD = (40.0, 90.0)  # standard deviation of a squad's unit positions, px at 1024²
 
 _MINIMAP_SQUARE = 2  # side of a unit's square on the minimap, pixels
 _MINIMAP_DARKENING = 0.6  # minimap terrain = terrain × this, so at most 153 per channel
@@ -167,6 +173,9 @@ def scene_layout(
     rng = np.random.default_rng([seed, index])
     counts = rng.choice(max_count + 1, size=len(UNIT_TYPES), p=count_probabilities(max_count))
     scale = frame_size / _REFERENCE_FRAME_SIZE
+    squads = rng.integers(1, _MAX_SQUADS + 1)
+    squad_centres = rng.uniform(0.15, 0.85, size=(squads, 2)) * frame_size
+    squad_spreads = rng.uniform(*_SQUAD_SPREAD, size=squads) * scale
     centres = np.empty((0, 2))
     radii = np.empty(0)
     units = []
@@ -174,7 +183,10 @@ def scene_layout(
         low, high = _DIAMETER_RANGES[kind]
         count = counts[UNIT_TYPES.index(kind)]
         for radius in rng.uniform(low, high, size=count) * scale / 2:
-            candidates = rng.uniform(radius, frame_size - radius, size=(_PLACEMENT_TRIES, 2))
+            squad = rng.integers(squads)
+            near = rng.normal(squad_centres[squad], squad_spreads[squad], (_PLACEMENT_TRIES, 2))
+            anywhere = rng.uniform(0, frame_size, size=(_PLACEMENT_TRIES, 2))
+            candidates = np.concatenate([near, anywhere]).clip(radius, frame_size - radius)
             distances = np.linalg.norm(candidates[:, None, :] - centres[None, :, :], axis=-1)
             free = (distances >= _MIN_GAP * (radius + radii)).all(axis=1)
             if not free.any():
