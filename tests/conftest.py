@@ -19,6 +19,15 @@ def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data_dir
 
 
+@pytest.fixture
+def fresh_data_dir(tmp_path: Path, mnist_dir: Path) -> Path:
+    """An empty data directory but for a link to the MNIST cache: datasets get generated anew."""
+    data_dir = tmp_path / "data"
+    (data_dir / "mnist").mkdir(parents=True)
+    (data_dir / "mnist" / "mnist.npz").symlink_to(mnist_dir / "mnist" / "mnist.npz")
+    return data_dir
+
+
 @pytest.fixture(scope="session")
 def mnist_digits(mnist_dir: Path) -> MNISTDigits:
     """The real MNIST splits, read from ``mnist_dir``'s cache."""

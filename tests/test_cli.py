@@ -180,11 +180,9 @@ def test_bad_input_ends_with_a_message_not_a_traceback(
 
 
 def test_2528_experiment_runs_through_the_localized_transformer(
-    tmp_path: Path, mnist_dir: Path
+    tmp_path: Path, fresh_data_dir: Path
 ) -> None:
-    data_dir = tmp_path / "data"
-    (data_dir / "mnist").mkdir(parents=True)
-    (data_dir / "mnist" / "mnist.npz").symlink_to(mnist_dir / "mnist" / "mnist.npz")
+    data_dir = fresh_data_dir
     args = [
         "experiment=cluttered_mnist_2528",
         "data.train_size=8",

@@ -1,0 +1,236 @@
+"""The paper's ResNet-18 baselines, which look at the whole image: resized, or tile by tile.
+
+``ResNetClassifier`` resizes the whole image to one ResNet-18 input.
+``TiledResNetClassifier`` covers the full-resolution image with a grid of tiles
+and classifies the sum of their features, y = f(Σᵢ g(xᵢ)): g a ResNet-18 per
+tile, f a small MLP. Tiles are read from pyramid TIFFs (or cut from in-memory
+tensors) one chunk at a time, so inference holds one chunk of pixels at a time;
+with ``checkpoint=True`` training keeps only each chunk's features and runs the
+chunk again in the backward pass, trading time for memory as the paper did.
+"""
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from varsac.data.pyramid_dataset import read_proxies
+from varsac.models.classifier import Batch, ImageClassifier, OptimizerFactory, SchedulerFactory
+from varsac.models.resnet import ResNet18
+from varsac.pyramid import PyramidTIFF
+from varsac.tasks import Task
+
+Image = Tensor | PyramidTIFF  # one image: float (C, H, W) in [0, 1], or a pyramid TIFF
+Images = Tensor | Sequence[PyramidTIFF]  # a batch: float (B, C, H, W) in [0, 1], or pyramids
+READ_THREADS = 8  # threads reading the tiles of a chunk from the pyramids
+
+
+class ResNetClassifier(ImageClassifier):
+    """The full-image baseline: the image resized to input_size², ResNet-18, a linear layer.
+
+    Tensor images (B, C, H, W) are resized bilinearly with antialiasing (not at
+    all when ``input_size`` is None); pyramid images are read at input_size²
+    from their smallest fitting level (``PyramidTIFF.read_proxy``), which needs
+    ``input_size``.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        in_channels: int = 3,
+        input_size: int | None = 224,
+    ) -> None:
+        super().__init__(task, optimizer, scheduler)
+        if input_size is not None and input_size <= 0:
+            raise ValueError(f"input_size must be positive or None, got {input_size}")
+        self.input_size = input_size
+        self.backbone = ResNet18(in_channels)
+        self.head = nn.Linear(ResNet18.feature_dim, task.num_classes)
+
+    def resized(self, images: Images) -> Tensor:
+        """The batch as float (B, C, S, S) in [0, 1] on this module's device, S = input_size."""
+        size = self.input_size
+        if isinstance(images, Tensor):
+            if size is None or images.shape[-2:] == (size, size):
+                return images
+            return F.interpolate(
+                images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            )
+        if size is None:
+            raise ValueError("pyramid images are read at input_size²: set model.input_size")
+        return read_proxies(images, size).to(self.device)
+
+    def forward(self, images: Images) -> Tensor:
+        """(B, K) class log-probabilities."""
+        return self.head(self.backbone(self.resized(images))).log_softmax(dim=-1)
+
+    def objective(self, batch: Batch, sample: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        log_probs = self(batch["image"])
+        loss = self.task.nll(log_probs, batch["target"]).mean()
+        return loss, log_probs, {"classification_nll": loss}
+
+
+def tile_origins(side: int, tile_size: int, tiles_per_side: int) -> list[int]:
+    """The first pixels of ``tiles_per_side`` tiles of ``tile_size`` covering ``side`` pixels.
+
+    Evenly spaced, round(i · (side − tile_size) / (tiles_per_side − 1)): the first
+    tile starts at 0, the last ends at ``side``, and neighbours overlap by as
+    little as the rounding allows (12 tiles of 224 cover 2528 with 14 or 15
+    pixels of overlap).
+    """
+    if tile_size <= 0 or tiles_per_side <= 0:
+        raise ValueError(
+            f"tile_size and tiles_per_side must be positive, got {tile_size} and {tiles_per_side}"
+        )
+    if side < tile_size:
+        raise ValueError(f"the image side of {side} pixels is smaller than the tile of {tile_size}")
+    if tiles_per_side * tile_size < side:
+        raise ValueError(
+            f"{tiles_per_side} tiles of {tile_size} pixels cannot cover a side of {side}: "
+            f"use at least {-(-side // tile_size)} tiles per side"
+        )
+    if tiles_per_side == 1:
+        return [0]
+    spacing = (side - tile_size) / (tiles_per_side - 1)
+    return [round(i * spacing) for i in range(tiles_per_side)]
+
+
+def tile_corners(
+    width: int, height: int, tile_size: int, tiles_per_side: int
+) -> list[tuple[int, int]]:
+    """(left, top) of the tiles_per_side² tiles covering a width × height image, row by row."""
+    lefts = tile_origins(width, tile_size, tiles_per_side)
+    tops = tile_origins(height, tile_size, tiles_per_side)
+    return [(left, top) for top in tops for left in lefts]
+
+
+def full_size(image: Image) -> tuple[int, int]:
+    """(width, height) of the image at full resolution."""
+    if isinstance(image, Tensor):
+        return image.shape[-1], image.shape[-2]
+    return image.levels[0]
+
+
+def read_tile(image: Image, left: int, top: int, tile_size: int) -> Tensor:
+    """Float (C, tile_size, tile_size) in [0, 1]: the square at (left, top), full resolution."""
+    if isinstance(image, Tensor):
+        return image[:, top : top + tile_size, left : left + tile_size]
+    pixels = image.read_region(0, left, top, tile_size, tile_size)  # uint8 (t, t, C)
+    return torch.from_numpy(pixels.astype("float32")).div_(255).permute(2, 0, 1)
+
+
+def read_tiles(
+    tiles: Sequence[tuple[Image, int, int]], tile_size: int, pool: Executor | None = None
+) -> Tensor:
+    """Float (N, C, tile_size, tile_size): N tiles given as (image, left, top).
+
+    Reads run on ``pool`` when given (pyramid reads release the GIL).
+    """
+    images, lefts, tops = zip(*tiles, strict=True)
+    read = partial(read_tile, tile_size=tile_size)
+    each = pool.map if pool is not None else map
+    return torch.stack(list(each(read, images, lefts, tops)))
+
+
+@contextmanager
+def batch_norm_statistics_kept(module: nn.Module) -> Iterator[None]:
+    """Undo what the block does to the running statistics of ``module``'s batch norms.
+
+    A checkpointed chunk runs forward twice in training: the second run, in the
+    backward pass, must not update the running means and variances again.
+    """
+    saved = [
+        (buffer, buffer.clone())
+        for layer in module.modules()
+        if isinstance(layer, nn.BatchNorm2d)
+        for buffer in layer.buffers(recurse=False)
+    ]
+    try:
+        yield
+    finally:
+        for buffer, value in saved:
+            buffer.copy_(value)
+
+
+class TiledResNetClassifier(ImageClassifier):
+    """The tiled baseline y = f(Σᵢ g(xᵢ)) over tiles_per_side² tiles of the full-resolution image.
+
+    g: ResNet-18, float (N, C, tile_size, tile_size) tiles → (N, 512) features;
+    f: Linear(512, hidden) → ReLU → Linear(hidden, K) of the per-image sum.
+    The tiles of a batch go through g ``tile_batch`` at a time (which is also
+    the batch-norm batch), read from the pyramids chunk by chunk on a thread
+    pool. ``checkpoint``: recompute each chunk's activations in the backward
+    pass instead of keeping them (``torch.utils.checkpoint``, non-reentrant),
+    so training memory is the chunk outputs plus one chunk's activations.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        in_channels: int = 3,
+        tile_size: int = 224,
+        tiles_per_side: int = 12,
+        hidden: int = 256,
+        checkpoint: bool = False,
+        tile_batch: int = 16,
+    ) -> None:
+        super().__init__(task, optimizer, scheduler)
+        if tile_size <= 0 or tiles_per_side <= 0 or tile_batch <= 0:
+            raise ValueError(
+                "tile_size, tiles_per_side and tile_batch must be positive, got "
+                f"{tile_size}, {tiles_per_side} and {tile_batch}"
+            )
+        self.tile_size = tile_size
+        self.tiles_per_side = tiles_per_side
+        self.checkpoint_chunks = checkpoint
+        self.tile_batch = tile_batch
+        self.tile_encoder = ResNet18(in_channels)
+        self.head = nn.Sequential(
+            nn.Linear(ResNet18.feature_dim, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, task.num_classes),
+        )
+
+    def tile_corners_of(self, image: Image) -> list[tuple[int, int]]:
+        """(left, top) of this image's tiles, row by row."""
+        return tile_corners(*full_size(image), self.tile_size, self.tiles_per_side)
+
+    def encode_tiles(self, tiles: Tensor) -> Tensor:
+        """g: (N, C, tile_size, tile_size) tiles → (N, 512), checkpointed when asked (with grad)."""
+        if not (self.checkpoint_chunks and torch.is_grad_enabled()):
+            return self.tile_encoder(tiles)
+        return checkpoint(
+            self.tile_encoder,
+            tiles,
+            use_reentrant=False,
+            context_fn=lambda: (nullcontext(), batch_norm_statistics_kept(self.tile_encoder)),
+        )
+
+    def summed_tile_features(self, images: Images) -> Tensor:
+        """Σᵢ g(xᵢ) over each image's tiles: (B, 512)."""
+        tiles = [(image, *corner) for image in images for corner in self.tile_corners_of(image)]
+        chunk_features = []
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            for start in range(0, len(tiles), self.tile_batch):
+                chunk = read_tiles(tiles[start : start + self.tile_batch], self.tile_size, pool)
+                chunk_features.append(self.encode_tiles(chunk.to(self.device)))
+        features = torch.cat(chunk_features)  # (B · tiles_per_side², 512), image by image
+        return features.view(len(images), -1, ResNet18.feature_dim).sum(dim=1)
+
+    def forward(self, images: Images) -> Tensor:
+        """(B, K) class log-probabilities."""
+        return self.head(self.summed_tile_features(images)).log_softmax(dim=-1)
+
+    def objective(self, batch: Batch, sample: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        log_probs = self(batch["image"])
+        loss = self.task.nll(log_probs, batch["target"]).mean()
+        return loss, log_probs, {"classification_nll": loss}
