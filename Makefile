@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; a plain requirement would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: help install fit test lint format bench-learning bench-mit5k clean
+.PHONY: help install fit test lint format bench-learning bench-mit5k bench-table1 clean
 
 help:
 	@echo "make fit    train the saccade model on two-digit cluttered MNIST (CPU)"
@@ -14,6 +14,7 @@ help:
 	@echo "make format apply ruff's fixes and formatting"
 	@echo "make bench-learning  the 30-minute learning-curve benchmark"
 	@echo "make bench-mit5k     photo conversion and loading throughput (2 minutes)"
+	@echo "make bench-table1    the paper's Table 1: saccades against the tiled ResNet-18 (4 minutes)"
 
 $(BIN)/varsac: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,9 @@ bench-learning: install
 
 bench-mit5k: install
 	$(BIN)/python benchmarks/mit5k.py $(ARGS)
+
+bench-table1: install
+	$(BIN)/python benchmarks/table1.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -135,12 +135,14 @@ def main() -> None:
     args = parser.parse_args()
     machine = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__}
     runs = [run(e, args.minutes, args.every, args.overrides) for e in args.experiments]
-    print(f"\nexact-match test accuracy against training time ({machine})")
-    header = "minutes".rjust(8) + "".join(f"{r['experiment']:>24}" for r in runs)
+    print(f"\ntest accuracy against training time ({machine})")
+    width = max(len(r["experiment"]) for r in runs) + 2
+    header = "minutes".rjust(8) + "".join(f"{r['experiment']:>{width}}" for r in runs)
     print(header)
     for i in range(max(len(r["curve"]) for r in runs)):
         cells = [
-            f"{r['curve'][i]['accuracy']:>24.4f}" if i < len(r["curve"]) else " " * 24 for r in runs
+            f"{r['curve'][i]['accuracy']:>{width}.4f}" if i < len(r["curve"]) else " " * width
+            for r in runs
         ]
         minutes = next(r["curve"][i]["minutes"] for r in runs if i < len(r["curve"]))
         print(f"{minutes:8.1f}" + "".join(cells))
