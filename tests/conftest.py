@@ -1,5 +1,8 @@
-"""Shared fixtures."""
+"""Shared fixtures, and ``varsac``: the installed command line, run as a user would."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,26 @@ import pyvips
 from varsac.data.mnist import MNISTDigits, load_mnist
 from varsac.data.photo_conversion import convert_photos
 from varsac.data.starcraft_scenes import generate_scenes
+
+VARSAC = Path(sys.executable).parent / "varsac"
+
+
+def varsac(
+    *args: str, cwd: Path, data_dir: Path | None = None, check: bool = True, **env: str
+) -> subprocess.CompletedProcess:
+    """Run ``varsac *args`` in ``cwd`` with datasets under ``data_dir`` (default ``cwd/data``),
+    W&B off and the extra environment ``env``; with ``check``, fail the test on an error."""
+    data_dir = cwd / "data" if data_dir is None else data_dir
+    environment = {
+        **os.environ, "VARSAC_DATA_DIR": str(data_dir), "WANDB_MODE": "disabled", **env
+    }  # fmt: skip
+    result = subprocess.run(
+        [str(VARSAC), *args], cwd=cwd, env=environment, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    if check and result.returncode != 0:
+        pytest.fail(f"varsac {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 @pytest.fixture(scope="session")

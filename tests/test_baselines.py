@@ -2,9 +2,7 @@
 
 import copy
 import functools
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import varsac
 from varsac.models.baselines import (
     ResNetClassifier,
     TiledResNetClassifier,
@@ -24,7 +23,6 @@ from varsac.models.resnet import ResNet18
 from varsac.pyramid import PyramidTIFF, write_pyramid
 from varsac.tasks import Classification
 
-VARSAC = Path(sys.executable).parent / "varsac"
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 RESNET18_FEATURE_PARAMETERS = 11_689_512 - (512 * 1000 + 1000)  # torchvision's, less its head
 Pyramids = tuple[list[PyramidTIFF], np.ndarray]  # the pyramids and their pixels
@@ -197,23 +195,9 @@ def test_full_image_classifier_needs_a_size_for_pyramids(pyramids: Pyramids) -> 
 
 
 def varsac_fit(*args: str, cwd: Path, data_dir: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "VARSAC_DATA_DIR": str(data_dir),
-        "WANDB_MODE": "disabled",
-        "OMP_NUM_THREADS": "1",  # one torch thread, as in this module (see one_torch_thread)
-    }
-    result = subprocess.run(
-        [str(VARSAC), "fit", *args, "trainer.fast_dev_run=true"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"varsac fit {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
+    """``varsac fit … trainer.fast_dev_run=true`` on one torch thread, as in this module."""
+    fit = ["fit", *args, "trainer.fast_dev_run=true"]
+    return varsac(*fit, cwd=cwd, data_dir=data_dir, OMP_NUM_THREADS="1")
 
 
 def test_full_image_baseline_experiment_runs(tmp_path: Path, mnist_dir: Path) -> None:

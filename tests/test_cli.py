@@ -2,14 +2,14 @@
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-VARSAC = Path(sys.executable).parent / "varsac"
+from conftest import VARSAC, varsac
+
 SMALL = [
     "experiment=cluttered_mnist",
     "data.train_size=200",
@@ -18,18 +18,6 @@ SMALL = [
     "data.batch_size=50",
     "model.crop_classifier.channels=[8,16]",
 ]
-
-
-def varsac(
-    *args: str, cwd: Path, data_dir: Path, check: bool = True
-) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VARSAC_DATA_DIR": str(data_dir), "WANDB_MODE": "disabled"}
-    result = subprocess.run(
-        [str(VARSAC), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    if check and result.returncode != 0:
-        pytest.fail(f"varsac {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def run_dirs(cwd: Path, name: str = "cluttered_mnist") -> list[Path]:

@@ -5,7 +5,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import replace
@@ -16,7 +15,14 @@ import pytest
 import pyvips
 import torch
 
-from conftest import DEEP_TIFF_VALUE, PHOTO_CLASSES, PHOTO_SIZES, write_photo_folder
+from conftest import (
+    DEEP_TIFF_VALUE,
+    PHOTO_CLASSES,
+    PHOTO_SIZES,
+    VARSAC,
+    varsac,
+    write_photo_folder,
+)
 from varsac.data.photo_conversion import convert_photos, find_photos, stratified_split
 from varsac.data.photo_index import INDEX_COLUMNS, IndexRow, read_index, write_index
 from varsac.data.photos import PhotoDataModule
@@ -24,18 +30,7 @@ from varsac.errors import ConfigError
 from varsac.files import partial_files
 from varsac.pyramid import PyramidTIFF
 
-VARSAC = Path(sys.executable).parent / "varsac"
 PHOTOS = len(PHOTO_CLASSES) * len(PHOTO_SIZES) + 1  # and the 16-bit TIFF; broken.jpg fails
-
-
-def varsac(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VARSAC_DATA_DIR": str(cwd / "data"), "WANDB_MODE": "disabled"}
-    result = subprocess.run(
-        [str(VARSAC), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    if check and result.returncode != 0:
-        pytest.fail(f"varsac {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def solid_photo(path: Path, columns: list[tuple[int, tuple[int, int, int]]], height: int) -> Path:

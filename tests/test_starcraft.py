@@ -3,8 +3,6 @@ counting metrics, and the CLI (``varsac data starcraft``, ``varsac fit experimen
 
 import csv
 import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,11 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import varsac
 from varsac.data.starcraft import StarCraftDataModule
 from varsac.pyramid import PyramidTIFF
 from varsac.tasks import BalancedAccuracy, Counting
-
-VARSAC = Path(sys.executable).parent / "varsac"
 
 
 def write_frames(
@@ -186,16 +183,6 @@ def test_counting_metrics() -> None:
     balanced = BalancedAccuracy(4)
     balanced.update(torch.tensor([0, 0, 0]), torch.tensor([0, 0, 1]))
     assert float(balanced.compute()) == pytest.approx(0.5)  # classes 2, 3 absent: not averaged
-
-
-def varsac(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VARSAC_DATA_DIR": str(cwd / "data"), "WANDB_MODE": "disabled"}
-    result = subprocess.run(
-        [str(VARSAC), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    if check and result.returncode != 0:
-        pytest.fail(f"varsac {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def test_generate_then_fit_starcraft_from_the_command_line(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ or is interrupted removes it; a process killed outright leaves it behind,
 and ``remove_partial_files`` clears such debris before work resumes.
 """
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -59,3 +60,19 @@ def remove_partial_files(folder: str | os.PathLike[str]) -> int:
     for path in found:
         path.unlink(missing_ok=True)
     return len(found)
+
+
+def settings_changed(path: str | os.PathLike[str], settings: dict[str, object]) -> str | None:
+    """Compare ``settings`` with those recorded in the JSON file ``path``.
+
+    Records them (atomically) when there is no file yet. Returns None when they
+    agree, else the differences as text (``"size: 512 → 1024"``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        encoded = json.dumps(settings, indent=2, sort_keys=True).encode()
+        replace_atomically(path, lambda handle: handle.write(encoded))
+        return None
+    before = json.loads(path.read_text())
+    changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+    return ", ".join(f"{k}: {old} → {new}" for k, (old, new) in changed.items()) or None

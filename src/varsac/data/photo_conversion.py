@@ -26,7 +26,6 @@ cannot be read is reported by path and skipped.
 
 import csv
 import functools
-import json
 import logging
 import os
 import time
@@ -43,7 +42,7 @@ from varsac.data import SPLITS, check_split_fractions
 from varsac.data.photo_index import IndexRow, write_index
 from varsac.data.pyramid_conversion import as_srgb, convert_all
 from varsac.errors import ConfigError
-from varsac.files import remove_partial_files, replace_atomically
+from varsac.files import remove_partial_files, settings_changed
 from varsac.pyramid import COMPRESSIONS, open_image, write_pyramid
 
 log = logging.getLogger(__name__)
@@ -201,23 +200,6 @@ def convert_photo(
 # ---------------------------------------------------------------------- the whole set
 
 
-def check_settings(dst: Path, settings: dict[str, object]) -> None:
-    """Record the pixel settings in ``dst``; refuse to mix photos converted with others."""
-    path = dst / PARAMS_NAME
-    if path.is_file():
-        before = json.loads(path.read_text())
-        if before != settings:
-            changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
-            described = ", ".join(f"{k}: {old} → {new}" for k, (old, new) in changed.items())
-            raise ConfigError(
-                f"{dst} holds photos converted with other settings ({described}): convert into "
-                f"another dst, or delete {dst / IMAGES_DIR} to start over"
-            )
-        return
-    encoded = json.dumps(settings, indent=2, sort_keys=True).encode()
-    replace_atomically(path, lambda handle: handle.write(encoded))
-
-
 def convert_photos(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -245,7 +227,13 @@ def convert_photos(
     photos, ignored = find_photos(src)
     splits = stratified_split([p.label for p in photos], val, test, seed)
     dst.mkdir(parents=True, exist_ok=True)
-    check_settings(dst, {"format_version": FORMAT_VERSION, "size": size, "fit": fit})
+    settings = {"format_version": FORMAT_VERSION, "size": size, "fit": fit}
+    changed = settings_changed(dst / PARAMS_NAME, settings)
+    if changed:
+        raise ConfigError(
+            f"{dst} holds photos converted with other settings ({changed}): convert into "
+            f"another dst, or delete {dst / IMAGES_DIR} to start over"
+        )
     removed = remove_partial_files(dst / IMAGES_DIR)
     if removed:
         log.info("removed %d partial file(s) left by an interrupted conversion", removed)

@@ -9,13 +9,11 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
 from varsac.data.photo_index import INDEX_NAME, read_index
-from varsac.data.pyramid_dataset import read_proxies
+from varsac.data.pyramid_dataset import PyramidDataset, read_proxies
 from varsac.data.splits import SplitDataModule
 from varsac.pyramid import PyramidTIFF
 
@@ -23,30 +21,6 @@ log = logging.getLogger(__name__)
 
 # The MIT-Adobe FiveK subject categories the paper classifies, in its order.
 MIT5K_CLASSES = ("abstract", "animals", "man-made", "nature", "None", "people")
-
-
-class PhotoDataset(Dataset):
-    """One split of a converted photo set; a sample is a dict:
-
-    image: the photo's ``PyramidTIFF``; proxy: float32 (C, P, P) in [0, 1], the
-    photo resized to P² from its smallest fitting level (read once, here);
-    target: int64 () class index.
-    """
-
-    def __init__(self, images: Sequence[Path], targets: Sequence[int], proxy_size: int) -> None:
-        self.images = [PyramidTIFF(path) for path in images]
-        self.targets = torch.tensor(targets, dtype=torch.long)
-        self.proxies = read_proxies(self.images, proxy_size)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {
-            "image": self.images[index],
-            "proxy": self.proxies[index],
-            "target": self.targets[index],
-        }
 
 
 class PhotoDataModule(SplitDataModule):
@@ -99,7 +73,9 @@ class PhotoDataModule(SplitDataModule):
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def load_split(self, split: str) -> PhotoDataset:
+    def load_split(self, split: str) -> PyramidDataset:
+        """The split's pyramids, their proxies (read here, from each pyramid's smallest
+        fitting level) and class indices."""
         root = Path(self.hparams.root)
         rows = [row for row in self.rows if row.split == split]
         if not rows:
@@ -116,4 +92,6 @@ class PhotoDataModule(SplitDataModule):
             )
         log.info("%s: %d %s photos", root, len(rows), split)
         targets = [self.class_names.index(row.label) for row in rows]
-        return PhotoDataset(paths, targets, self.hparams.proxy_size)
+        images = [PyramidTIFF(path) for path in paths]
+        proxies = read_proxies(images, self.hparams.proxy_size)
+        return PyramidDataset(images, proxies, torch.tensor(targets, dtype=torch.long))

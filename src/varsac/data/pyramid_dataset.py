@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import default_collate
+from torch.utils.data import Dataset, default_collate
 from tqdm import tqdm
 
 from varsac.pyramid import PyramidTIFF
@@ -37,3 +37,27 @@ def read_proxies(images: Sequence[PyramidTIFF], size: int) -> torch.Tensor:
         arrays = list(tqdm(reads, total=len(images), desc="proxies", disable=len(images) < 1000))
     stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (N, C, P, P)
     return stacked.float().div_(255)
+
+
+class PyramidDataset(Dataset):
+    """Samples of pyramid TIFFs with their proxies and targets; a sample is a dict:
+
+    image: a ``PyramidTIFF``; proxy: float32 (C, P, P) in [0, 1]; target: int64 ().
+    """
+
+    def __init__(
+        self, images: Sequence[PyramidTIFF], proxies: torch.Tensor, targets: torch.Tensor
+    ) -> None:
+        self.images = list(images)
+        self.proxies = proxies
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {
+            "image": self.images[index],
+            "proxy": self.proxies[index],
+            "target": self.targets[index],
+        }

@@ -27,15 +27,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
+from torch.utils.data import Sampler, WeightedRandomSampler
 
 from varsac.data import SPLITS, check_split_fractions
 from varsac.data.pyramid_conversion import as_srgb, convert_all
+from varsac.data.pyramid_dataset import PyramidDataset
 from varsac.data.splits import SplitDataModule
 from varsac.pyramid import PyramidTIFF, open_image, write_pyramid
 
@@ -132,30 +132,19 @@ def convert_frame(frame: Path, pyramid: Path) -> None:
     write_pyramid(as_srgb(open_image(frame)), pyramid, compression="jpeg", quality=95)
 
 
-class StarCraftDataset(Dataset):
-    """One split; a sample is a dict:
-
-    image: the frame's ``PyramidTIFF``; proxy: float32 (3, P, P) in [0, 1], the
-    minimap; target: int64 (), the number of marines.
-    """
+class StarCraftDataset(PyramidDataset):
+    """One split: the frames' pyramids, their minimaps as proxies (float32 (3, P, P) in
+    [0, 1]) and their marine counts as targets; ``unit_counts`` keeps every *_count column."""
 
     def __init__(self, frames: Sequence[Frame], pyramids: Sequence[Path], proxy_size: int) -> None:
-        self.images = [PyramidTIFF(path) for path in pyramids]
-        self.proxies = read_minimaps([f.minimap for f in frames], proxy_size)
-        self.targets = torch.tensor([f.count for f in frames], dtype=torch.long)
+        super().__init__(
+            [PyramidTIFF(path) for path in pyramids],
+            read_minimaps([f.minimap for f in frames], proxy_size),
+            torch.tensor([f.count for f in frames], dtype=torch.long),
+        )
         names = frames[0].unit_counts if frames else {}
         self.unit_counts = {
             name: torch.tensor([f.unit_counts[name] for f in frames]) for name in names
-        }  # every *_count column, for analysis
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {
-            "image": self.images[index],
-            "proxy": self.proxies[index],
-            "target": self.targets[index],
         }
 
 

@@ -40,7 +40,6 @@ PNGs) never runs in a child forked from a parent that used its threads.
 
 import csv
 import io
-import json
 import logging
 import math
 import multiprocessing
@@ -57,7 +56,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from varsac.errors import ConfigError
-from varsac.files import atomic_path, remove_partial_files, replace_atomically
+from varsac.files import atomic_path, remove_partial_files, replace_atomically, settings_changed
 
 log = logging.getLogger(__name__)
 
@@ -515,23 +514,6 @@ def _check_arguments(
         raise ConfigError(f"max_count must be between 0 and {MAX_COUNT}, got {max_count}")
 
 
-def _check_settings(dst: Path, settings: dict[str, int]) -> None:
-    """Record the settings in ``dst``; refuse to add frames to a folder drawn with others."""
-    path = dst / SETTINGS_NAME
-    if path.is_file():
-        before = json.loads(path.read_text())
-        changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
-        if changed:
-            described = ", ".join(f"{k}: {old} → {new}" for k, (old, new) in changed.items())
-            raise ConfigError(
-                f"{dst} holds scenes generated with other settings ({described}): generate "
-                f"into another dst, or delete {dst} to start over"
-            )
-        return
-    encoded = json.dumps(settings, indent=2, sort_keys=True).encode()
-    replace_atomically(path, lambda handle: handle.write(encoded))
-
-
 def _write_csv(path: Path, rows: list[dict[str, str | int]]) -> None:
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, lineterminator="\n")
@@ -567,7 +549,12 @@ def generate_scenes(
         "minimap_size": minimap_size,
         "max_count": max_count,
     }
-    _check_settings(dst, settings)
+    changed = settings_changed(dst / SETTINGS_NAME, settings)
+    if changed:
+        raise ConfigError(
+            f"{dst} holds scenes generated with other settings ({changed}): generate "
+            f"into another dst, or delete {dst} to start over"
+        )
     removed = remove_partial_files(dst)
     if removed:
         log.info("removed %d partial file(s) left by an interrupted run", removed)
