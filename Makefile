@@ -14,7 +14,7 @@ help:
 	@echo "make format apply ruff's fixes and formatting"
 	@echo "make bench-learning  the 30-minute learning-curve benchmark"
 	@echo "make bench-mit5k     photo conversion and loading throughput (2 minutes)"
-	@echo "make bench-table1    the paper's Table 1: saccades against the tiled ResNet-18 (4 minutes)"
+	@echo "make bench-table1    the paper's Table 1: saccades against the tiled ResNet-18 (6 minutes)"
 
 $(BIN)/varsac: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,20 +1,29 @@
 """The paper's Table 1 on this machine: the saccade model against the tiled ResNet-18.
 
-Both models read the same pyramid TIFF (a two-digit cluttered MNIST canvas
+All models read the same pyramid TIFF (a two-digit cluttered MNIST canvas
 upsampled to ``--size``², 2528² by default): the saccade model of
 ``experiment=cluttered_mnist_2528`` through the localized spatial transformer,
-the baseline of ``experiment=baseline_cluttered_mnist_2528`` as a grid of
-tiles (144 of 224² at 2528², activation checkpointing on, as in the paper).
+and the baseline of ``experiment=baseline_cluttered_mnist_2528`` (144 tiles of
+224² at 2528²) two ways, as the paper measured it:
+
+- checkpointed: tiles read and encoded 16 at a time, activations recomputed in
+  the backward pass (the experiment's settings);
+- naive: every tile of the batch in one pass, activations kept
+  (``model.tile_batch=null model.checkpoint=false``). At 2528² training keeps
+  about 4.4 GB per image, so by default it is measured at batch 1 only
+  (``--naive-batches``).
+
 Each measurement runs in a fresh process:
 
-- inference: images per second at each ``--batches`` size (median of
-  ``--repeats`` batches after one warm-up);
-- training: seconds per optimiser step at ``--train-batch``;
+- inference: images per second at each batch size (median of ``--repeats``
+  batches after one warm-up);
+- training: seconds per optimiser step at each ``--train-batches`` size;
 - memory: peak resident memory of the process, and the part of it above the
   interpreter with torch loaded (the model, its inputs and its activations),
-  on which the ratio is taken. On a GPU the paper measured device memory.
+  on which the ratios are taken. On a GPU the paper measured device memory.
 
-Prints our table beside the paper's, and the ratios; ``--json`` writes them.
+Prints our tables beside the paper's, and the ratios of each baseline to the
+saccade model at every batch both ran; ``--json`` writes them.
 
     python benchmarks/table1.py --json docs/table1.json
     python benchmarks/table1.py --size 256 --tile-size 96 --tiles-per-side 3   # a quick check
@@ -30,13 +39,20 @@ from tempfile import TemporaryDirectory
 
 from fresh_process import in_fresh_process, peak_rss_mib
 
+SACCADES = "variational saccading"
+# name → (experiment, overrides on top of it)
 MODELS = {
-    "variational saccading": "cluttered_mnist_2528",
-    "resnet18, tiled": "baseline_cluttered_mnist_2528",
+    SACCADES: ("cluttered_mnist_2528", []),
+    "resnet18, tiled, checkpointed": ("baseline_cluttered_mnist_2528", []),
+    "resnet18, tiled, naive": (
+        "baseline_cluttered_mnist_2528",
+        ["model.tile_batch=null", "model.checkpoint=false"],
+    ),
 }
+NAIVE = "resnet18, tiled, naive"
 # Table 1 (top) of the paper: 2528² images, batch 160, on GPUs.
 PAPER = {
-    "variational saccading": {"parameters": "7.4 M", "memory": "4.1 GB", "epoch": "120 s"},
+    SACCADES: {"parameters": "7.4 M", "memory": "4.1 GB", "epoch": "120 s"},
     "resnet18, tiled": {
         "parameters": "11.4 M",
         "memory": "79 GB naive, 6.5 GB checkpointed",
@@ -53,8 +69,8 @@ def current_rss_mib() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def measure(job: str, experiment: str, path: Path, batch: int, repeats: int, tiles: str) -> dict:
-    """One model, one job (infer or train) at one batch size, in this (fresh) process."""
+def measure(job: str, name: str, path: Path, batch: int, repeats: int, tiles: str) -> dict:
+    """One model of MODELS, one job (infer or train) at one batch size, in this fresh process."""
     import torch
     from hydra import compose, initialize_config_module
     from hydra.utils import instantiate
@@ -67,8 +83,9 @@ def measure(job: str, experiment: str, path: Path, batch: int, repeats: int, til
 
     torch.manual_seed(0)
     tile_size, tiles_per_side = tiles.split(",")
-    overrides = [f"experiment={experiment}"]
-    if experiment.startswith("baseline"):
+    experiment, extra = MODELS[name]
+    overrides = [f"experiment={experiment}", *extra]
+    if name != SACCADES:
         overrides += [f"model.tile_size={tile_size}", f"model.tiles_per_side={tiles_per_side}"]
     with initialize_config_module("varsac.conf", version_base="1.3"):
         cfg = compose("fit", overrides=overrides)
@@ -101,6 +118,7 @@ def measure(job: str, experiment: str, path: Path, batch: int, repeats: int, til
     peak = peak_rss_mib()
     return {
         "experiment": experiment,
+        "overrides": extra,
         "job": job,
         "batch": batch,
         "seconds_per_batch": seconds,
@@ -118,34 +136,40 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2528, help="side of the test image")
     parser.add_argument("--tile-size", type=int, default=224)
     parser.add_argument("--tiles-per-side", type=int, default=12)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--train-batch", type=int, default=4)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16], help="inference")
+    parser.add_argument("--train-batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument(
+        "--naive-batches", type=int, nargs="*", default=[1],
+        help="inference and training batches of the naive baseline (none: skip it)",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        job, experiment, path, batch, tiles = args.worker
-        print(json.dumps(measure(job, experiment, Path(path), int(batch), args.repeats, tiles)))
+        job, name, path, batch, tiles = args.worker
+        print(json.dumps(measure(job, name, Path(path), int(batch), args.repeats, tiles)))
         return
 
     tiles = f"{args.tile_size},{args.tiles_per_side}"
-    rows: dict[str, dict[str, dict]] = {name: {} for name in MODELS}
+    rows: dict[str, dict[str, dict]] = {}
     with TemporaryDirectory() as folder:
         path = Path(folder) / f"canvas_{args.size}.tif"
         lst_script = str(Path(__file__).with_name("lst.py"))  # writes the canvas as a pyramid
         in_fresh_process(lst_script, "write", str(args.size), str(path))
         print(f"wrote a {args.size}² pyramid TIFF; measuring in fresh processes…", flush=True)
-        for name, experiment in MODELS.items():
-            jobs = [("infer", b) for b in args.batches] + [("train", args.train_batch)]
+        for name in MODELS:
+            jobs = jobs_of(name, args)
+            if jobs:
+                rows[name] = {}
             for job, batch in jobs:
                 result = in_fresh_process(
-                    __file__, job, experiment, str(path), str(batch), tiles, "--repeats",
+                    __file__, job, name, str(path), str(batch), tiles, "--repeats",
                     str(args.repeats),
                 )  # fmt: skip
                 rows[name][f"{job}_{batch}"] = result
                 print(
-                    f"  {name:<22} {job:<6} batch {batch:>3}: {result['images_per_s']:8.2f} "
+                    f"  {name:<30} {job:<6} batch {batch:>3}: {result['images_per_s']:8.2f} "
                     f"images/s, working memory {result['working_mib']:7.0f} MiB "
                     f"(peak RSS {result['peak_rss_mib']:.0f})",
                     flush=True,
@@ -153,44 +177,64 @@ def main() -> None:
     report(rows, args)
 
 
-def report(rows: dict[str, dict[str, dict]], args: argparse.Namespace) -> None:
-    """Print the table, ours beside the paper's, and the ratios; write the JSON."""
-    saccade, tiled = (rows[name] for name in MODELS)
-    train = f"train_{args.train_batch}"
-    print(f"\nTable 1 at {args.size}² on this machine ({os.cpu_count()} CPUs)")
-    header = f"{'':<24}{'parameters':>12}"
-    header += "".join(f"{f'images/s b{b}':>14}" for b in args.batches)
-    header += f"{f's/step b{args.train_batch}':>12}{'infer MiB':>11}{'train MiB':>11}"
-    print(header)
+def jobs_of(name: str, args: argparse.Namespace) -> list[tuple[str, int]]:
+    """(job, batch) pairs to measure for one model."""
+    inference = args.naive_batches if name == NAIVE else args.batches
+    training = args.naive_batches if name == NAIVE else args.train_batches
+    return [("infer", b) for b in inference] + [("train", b) for b in training]
+
+
+def compared(rows: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per baseline and job: the saccade model's speedup and its share of the working memory."""
+    saccade = rows[SACCADES]
+    ratios = {}
     for name, measured in rows.items():
-        last = measured[f"infer_{args.batches[-1]}"]
-        line = f"{name:<24}{last['parameters'] / 1e6:>11.2f}M"
-        line += "".join(f"{measured[f'infer_{b}']['images_per_s']:>14.2f}" for b in args.batches)
-        line += f"{measured[train]['seconds_per_batch']:>12.2f}"
-        line += f"{last['working_mib']:>11.0f}{measured[train]['working_mib']:>11.0f}"
-        print(line)
+        if name == SACCADES:
+            continue
+        ratios[name] = {
+            key: {
+                "speedup": saccade[key]["images_per_s"] / row["images_per_s"],
+                "memory_share": saccade[key]["working_mib"] / row["working_mib"],
+            }
+            for key, row in measured.items()
+            if key in saccade
+        }
+    return ratios
+
+
+def report(rows: dict[str, dict[str, dict]], args: argparse.Namespace) -> None:
+    """Print the tables, ours beside the paper's, and the ratios; write the JSON."""
+    keys = list(dict.fromkeys(key for measured in rows.values() for key in measured))
+    print(f"\nTable 1 at {args.size}² on this machine ({os.cpu_count()} CPUs)")
+    print("images/s in inference, seconds per step in training; working memory in MiB")
+    header = f"{'':<32}{'parameters':>11}" + "".join(f"{key:>11}" for key in keys)
+    for quantity in ("speed", "memory"):
+        print(f"\n{quantity}\n{header}")
+        for name, measured in rows.items():
+            any_row = next(iter(measured.values()))
+            line = f"{name:<32}{any_row['parameters'] / 1e6:>10.2f}M"
+            for key in keys:
+                row = measured.get(key)
+                if row is None:
+                    line += f"{'—':>11}"
+                elif quantity == "memory":
+                    line += f"{row['working_mib']:>11.0f}"
+                elif row["job"] == "infer":
+                    line += f"{row['images_per_s']:>11.2f}"
+                else:
+                    line += f"{row['seconds_per_batch']:>11.2f}"
+            print(line)
     print("\nthe paper (2528², batch 160, GPUs):")
     for name, figures in PAPER.items():
         print(f"  {name:<24}" + ", ".join(f"{k} {v}" for k, v in figures.items()))
-    ratios = {
-        f"speedup_b{b}": saccade[f"infer_{b}"]["images_per_s"] / tiled[f"infer_{b}"]["images_per_s"]
-        for b in args.batches
-    }
-    ratios["train_step_speedup"] = (
-        tiled[train]["seconds_per_batch"] / saccade[train]["seconds_per_batch"]
-    )
-    big = f"infer_{args.batches[-1]}"
-    ratios["inference_memory_ratio"] = saccade[big]["working_mib"] / tiled[big]["working_mib"]
-    ratios["train_memory_ratio"] = saccade[train]["working_mib"] / tiled[train]["working_mib"]
-    speedups = ", ".join(
-        f"inference {ratios[f'speedup_b{b}']:.1f}× faster at batch {b}" for b in args.batches
-    )
-    print(
-        f"\nsaccade model against the tiled ResNet-18: {speedups}, a training step "
-        f"{ratios['train_step_speedup']:.1f}× faster; working memory "
-        f"{100 * ratios['inference_memory_ratio']:.1f} % of the baseline's in inference, "
-        f"{100 * ratios['train_memory_ratio']:.1f} % in training"
-    )
+    ratios = compared(rows)
+    print("\nthe saccade model against each baseline (speedup; its share of the working memory):")
+    for name, per_job in ratios.items():
+        cells = ", ".join(
+            f"{key} {ratio['speedup']:.0f}× ({100 * ratio['memory_share']:.1f} %)"
+            for key, ratio in per_job.items()
+        )
+        print(f"  {name}: {cells}")
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k not in ("json", "worker")}
         document = {"settings": settings, "measured": rows, "ratios": ratios, "paper": PAPER}

@@ -149,6 +149,18 @@ def test_checkpointing_changes_neither_the_loss_nor_the_gradients_nor_the_statis
         torch.testing.assert_close(a, b, msg=name)
 
 
+def test_all_tiles_at_once_predict_what_chunks_predict(pyramids: Pyramids) -> None:
+    """tile_batch=None (the naive baseline) only changes how many tiles go through g at once."""
+    images, _ = pyramids
+    chunked = small_tiled().eval()  # 50 tiles in chunks of 16
+    naive = copy.deepcopy(chunked)
+    naive.tile_batch = None
+    with torch.no_grad():
+        torch.testing.assert_close(naive(images), chunked(images))
+    with pytest.raises(ValueError, match="tile_batch may be null"):
+        small_tiled(tile_batch=0)
+
+
 def test_tiled_classifier_sums_over_tiles() -> None:
     """Swapping two non-overlapping tiles of the image leaves the prediction unchanged."""
     model = small_tiled(tile_size=32, tiles_per_side=4, tile_batch=6).eval()  # 4 × 32 = 128

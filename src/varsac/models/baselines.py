@@ -7,6 +7,8 @@ tile, f a small MLP. Tiles are read from pyramid TIFFs (or cut from in-memory
 tensors) one chunk at a time, so inference holds one chunk of pixels at a time;
 with ``checkpoint=True`` training keeps only each chunk's features and runs the
 chunk again in the backward pass, trading time for memory as the paper did.
+``tile_batch=None`` with ``checkpoint=False`` is the paper's naive baseline: all
+tiles of a batch in one pass.
 """
 
 from collections.abc import Iterator, Sequence
@@ -165,10 +167,11 @@ class TiledResNetClassifier(ImageClassifier):
     g: ResNet-18, float (N, C, tile_size, tile_size) tiles → (N, 512) features;
     f: Linear(512, hidden) → ReLU → Linear(hidden, K) of the per-image sum.
     The tiles of a batch go through g ``tile_batch`` at a time (which is also
-    the batch-norm batch), read from the pyramids chunk by chunk on a thread
-    pool. ``checkpoint``: recompute each chunk's activations in the backward
-    pass instead of keeping them (``torch.utils.checkpoint``, non-reentrant),
-    so training memory is the chunk outputs plus one chunk's activations.
+    the batch-norm batch; None: all of them at once), read from the pyramids
+    chunk by chunk on a thread pool. ``checkpoint``: recompute each chunk's
+    activations in the backward pass instead of keeping them
+    (``torch.utils.checkpoint``, non-reentrant), so training memory is the chunk
+    outputs plus one chunk's activations.
     """
 
     def __init__(
@@ -181,13 +184,13 @@ class TiledResNetClassifier(ImageClassifier):
         tiles_per_side: int = 12,
         hidden: int = 256,
         checkpoint: bool = False,
-        tile_batch: int = 16,
+        tile_batch: int | None = 16,
     ) -> None:
         super().__init__(task, optimizer, scheduler)
-        if tile_size <= 0 or tiles_per_side <= 0 or tile_batch <= 0:
+        if tile_size <= 0 or tiles_per_side <= 0 or (tile_batch is not None and tile_batch <= 0):
             raise ValueError(
-                "tile_size, tiles_per_side and tile_batch must be positive, got "
-                f"{tile_size}, {tiles_per_side} and {tile_batch}"
+                "tile_size, tiles_per_side and tile_batch must be positive (tile_batch may be "
+                f"null: all tiles at once), got {tile_size}, {tiles_per_side} and {tile_batch}"
             )
         self.tile_size = tile_size
         self.tiles_per_side = tiles_per_side
@@ -219,9 +222,10 @@ class TiledResNetClassifier(ImageClassifier):
         """Σᵢ g(xᵢ) over each image's tiles: (B, 512)."""
         tiles = [(image, *corner) for image in images for corner in self.tile_corners_of(image)]
         chunk_features = []
+        step = self.tile_batch or len(tiles)
         with ThreadPoolExecutor(READ_THREADS) as pool:
-            for start in range(0, len(tiles), self.tile_batch):
-                chunk = read_tiles(tiles[start : start + self.tile_batch], self.tile_size, pool)
+            for start in range(0, len(tiles), step):
+                chunk = read_tiles(tiles[start : start + step], self.tile_size, pool)
                 chunk_features.append(self.encode_tiles(chunk.to(self.device)))
         features = torch.cat(chunk_features)  # (B · tiles_per_side², 512), image by image
         return features.view(len(images), -1, ResNet18.feature_dim).sum(dim=1)
