@@ -1,5 +1,6 @@
 """The installed ``varsac`` console script, run as a user would, from a temporary directory."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -59,6 +60,9 @@ def test_fit_writes_checkpoints_metrics_pictures_then_resumes_and_tests(
     summary = out[out.index("varsac fit finished") :]
     assert f"last checkpoint              {last.resolve()}" in summary
     assert "best checkpoint" in summary and "test/accuracy" in summary
+    finished = json.loads((first / "results.json").read_text())
+    assert finished["checkpoints"]["last"] == str(last.resolve())
+    assert 0 <= finished["results"]["test/accuracy"] <= 1
     state = torch.load(last, weights_only=False)
     assert (state["epoch"], state["global_step"]) == (0, 4)
     assert state["varsac_config"]["data"]["train_size"] == 200

@@ -1,6 +1,11 @@
 """What ``varsac fit`` and ``varsac test`` do with a composed config."""
 
+import json
 import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -9,14 +14,16 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from varsac.errors import ConfigError
+from varsac.files import replace_atomically
 from varsac.models.classifier import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "varsac_config"  # where a checkpoint keeps the config that trained it
+RESULTS_FILE = "results.json"  # in the run directory, written when a command has finished
 
 
 class StoreConfig(Callback):
@@ -53,12 +60,18 @@ def instantiate_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, 
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    """Instantiate the datamodule, the model and the trainer with its callbacks and loggers."""
+    """Instantiate the datamodule, the model and the trainer with its callbacks and loggers.
+
+    Every logger gets the composed config as its hyperparameters.
+    """
     datamodule, model = instantiate_data_and_model(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks.append(StoreConfig(cfg))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    composed = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:  # none under fast_dev_run
+        logger.log_hyperparams(composed)
     return datamodule, model, trainer
 
 
@@ -81,6 +94,36 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
     return str(Path(path).resolve())
 
 
+@contextmanager
+def job_on_all_ranks(command: str) -> Iterator[None]:
+    """Run this Hydra job on every DDP rank, and leave the process ready for the next job.
+
+    Lightning starts rank r as ``python sys.argv[0] sys.argv[1:] hydra.run.dir=<hydra.run.dir>
+    hydra.output_subdir=null …``. The varsac CLI took the command out of sys.argv
+    for Hydra, and in a multirun sys.argv holds the whole sweep (``-m a=1,2``) and
+    hydra.run.dir is not this job's directory. So during the job sys.argv is
+    ``varsac <command> <this job's overrides>`` and hydra.run.dir this job's
+    directory: every rank composes the same config and shares one run directory.
+
+    Afterwards the process group is destroyed and the environment restored:
+    Lightning leaves LOCAL_RANK, WORLD_SIZE and MASTER_PORT behind, and the next
+    job of a multirun would take them for an external launcher's.
+    """
+    hydra = HydraConfig.get()
+    argv, environment = sys.argv, dict(os.environ)
+    sys.argv = [argv[0], command, *hydra.overrides.task]
+    with read_write(hydra), open_dict(hydra):
+        hydra.run.dir = hydra.runtime.output_dir
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environment)
+        sys.argv = argv
+
+
 def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
@@ -94,11 +137,23 @@ def checkpoint_paths(trainer: L.Trainer) -> dict[str, str]:
     return {k: v for k, v in paths.items() if v}
 
 
-def summary(title: str, results: dict[str, float], checkpoints: dict[str, str]) -> None:
+def finish(
+    trainer: L.Trainer, title: str, results: dict[str, float], checkpoints: dict[str, str]
+) -> None:
+    """On rank 0: log the summary and write it to the run directory's results.json.
+
+    results.json is written last and atomically, so a run directory that has
+    one holds a run that finished (``varsac report`` relies on it).
+    """
+    if not trainer.is_global_zero:
+        return
     lines = [f"{title} — run directory: {run_dir()}"]
     lines += [f"  {k:<28} {v:.4f}" for k, v in sorted(results.items())]
     lines += [f"  {k + ' checkpoint':<28} {v}" for k, v in checkpoints.items()]
     log.info("\n".join(lines))
+    document = {"results": results, "checkpoints": checkpoints}
+    encoded = json.dumps(document, indent=2, sort_keys=True).encode()
+    replace_atomically(run_dir() / RESULTS_FILE, lambda handle: handle.write(encoded))
 
 
 def scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -110,6 +165,7 @@ def scalars(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
+@job_on_all_ranks("fit")
 def fit(cfg: DictConfig) -> float | None:
     """Train; test the best checkpoint afterwards. Returns the best validation accuracy."""
     log.info("run directory: %s", run_dir())
@@ -129,10 +185,11 @@ def fit(cfg: DictConfig) -> float | None:
     if cfg.get("test_after_fit") and not trainer.fast_dev_run:
         trainer.test(model, datamodule=datamodule, ckpt_path="best")
         results.update(scalars(trainer.callback_metrics))
-    summary("varsac fit finished", results, checkpoints)
+    finish(trainer, "varsac fit finished", results, checkpoints)
     return results.get("val/accuracy_best")
 
 
+@job_on_all_ranks("test")
 def test(cfg: DictConfig) -> float | None:
     """Evaluate ``ckpt_path`` on the test split, with the data and model it was trained with."""
     ckpt_path = resolve_checkpoint(cfg)
@@ -148,7 +205,7 @@ def test(cfg: DictConfig) -> float | None:
     datamodule, model, trainer = build(cfg)
     trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
     results = scalars(trainer.callback_metrics)
-    summary(f"varsac test of {ckpt_path}", results, {})
+    finish(trainer, f"varsac test of {ckpt_path}", results, {})
     return results.get("test/accuracy")
 
 

@@ -59,6 +59,8 @@ class ImageClassifier(L.LightningModule):
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(self.task.predict(log_probs), batch["target"].long())
         size = log_probs.shape[0]
+        # Under DDP, evaluation losses are averaged over all ranks (metrics sync themselves);
+        # the training loss stays per rank, which spares an all-reduce per step.
         self.log(
             f"{stage}/loss",
             loss,
@@ -66,12 +68,14 @@ class ImageClassifier(L.LightningModule):
             on_step=training,
             on_epoch=True,
             batch_size=size,
+            sync_dist=not training,
         )
         self.log_dict(
             {f"{stage}/{k}": v for k, v in parts.items()},
             on_step=False,
             on_epoch=True,
             batch_size=size,
+            sync_dist=not training,
         )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=not training)
         return loss
