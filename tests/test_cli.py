@@ -1,15 +1,13 @@
 """The installed ``varsac`` console script, run as a user would, from a temporary directory."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from conftest import VARSAC, varsac
+from conftest import varsac
 
 SMALL = [
     "experiment=cluttered_mnist",
@@ -107,36 +105,6 @@ def test_fit_writes_checkpoints_metrics_pictures_then_resumes_and_tests(
     assert "loss is nan at epoch" in failed.stderr and "global step 8" in failed.stderr
     assert (second / "checkpoints" / "last.ckpt").read_bytes() == good
     assert f"the last good checkpoint is {second / 'checkpoints' / 'last.ckpt'}" in failed.stderr
-
-
-def test_wandb_without_credentials_logs_offline_with_a_hint(
-    tmp_path: Path, mnist_dir: Path
-) -> None:
-    env_home = tmp_path / "home"  # no ~/.netrc, no API key: nothing to log in with
-    env_home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update({"HOME": str(env_home), "VARSAC_DATA_DIR": str(mnist_dir)})
-    result = subprocess.run(
-        [
-            str(VARSAC),
-            "fit",
-            *SMALL,
-            "trainer.max_epochs=1",
-            "logger=wandb",
-            "test_after_fit=false",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "wandb sync" in result.stdout + result.stderr
-    (run,) = run_dirs(tmp_path)
-    (offline,) = (run / "wandb").glob("offline-run-*")
-    images = list(offline.glob("files/media/images/val/saccades*.png"))
-    assert images, "the saccade picture was not sent to W&B"
 
 
 def test_a_multirun_sweep_runs_each_setting(tmp_path: Path, mnist_dir: Path) -> None:

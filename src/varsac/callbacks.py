@@ -7,10 +7,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
+from PIL import Image
 
 from varsac.models.classifier import Batch
 from varsac.pyramid import PyramidTIFF
-from varsac.viz import SaccadePicture, describe, draw_saccades
+from varsac.viz import SaccadePicture, boxed_image, describe, draw_saccades, glimpse_strip
+
+# The per-sample table sent to W&B after each validation epoch, under ``val/glimpses``.
+GLIMPSE_COLUMNS = ["image", "glimpses", "prediction", "label", "epoch"]
 
 
 def displayable(image: torch.Tensor | PyramidTIFF, side: int = 256) -> torch.Tensor:
@@ -24,7 +28,9 @@ class SaccadePictures(Callback):
     """After every validation epoch, draws where the model looked on a fixed set of samples.
 
     The first ``num_samples`` validation samples are kept; each epoch their
-    saccades go to ``dirpath/epoch_NNN.png`` and to every logger that takes images.
+    saccades go to ``dirpath/epoch_NNN.png``, and to every W&B logger as that picture
+    (``val/saccades``) and as a table with a row per sample (``val/glimpses``: the image with
+    numbered boxes, the glimpses, the prediction, the label, the epoch).
     Images may be tensors or pyramid TIFFs (drawn from a small pyramid level).
     """
 
@@ -67,8 +73,8 @@ class SaccadePictures(Callback):
                 proxy=samples["proxy"][i],
                 boxes=saccades.boxes[i].cpu(),
                 glimpses=saccades.glimpses[i].cpu(),
-                caption=f"predicted {describe(predictions[i], names)}   "
-                f"true {describe(samples['target'][i].long(), names)}",
+                prediction=describe(predictions[i], names),
+                label=describe(samples["target"][i].long(), names),
             )
             for i in range(len(predictions))
         ]
@@ -80,9 +86,24 @@ class SaccadePictures(Callback):
         os.replace(partial, path)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(
-                    "val/saccades",
-                    [sheet],
-                    step=trainer.global_step,
-                    caption=[f"epoch {trainer.current_epoch}"],
-                )
+                log_to_wandb(logger, sheet, pictures, trainer.current_epoch, trainer.global_step)
+
+
+def log_to_wandb(
+    logger: WandbLogger, sheet: Image.Image, pictures: list[SaccadePicture], epoch: int, step: int
+) -> None:
+    """The sheet as an image panel, and a table with a row per sample (``GLIMPSE_COLUMNS``)."""
+    import wandb  # only with a W&B logger: slow to import
+
+    logger.log_image("val/saccades", [sheet], step=step, caption=[f"epoch {epoch}"])
+    rows = [
+        [
+            wandb.Image(boxed_image(picture.image, picture.boxes)),
+            wandb.Image(glimpse_strip(picture.glimpses)),
+            picture.prediction,
+            picture.label,
+            epoch,
+        ]
+        for picture in pictures
+    ]
+    logger.log_table("val/glimpses", columns=GLIMPSE_COLUMNS, data=rows, step=step)

@@ -31,7 +31,14 @@ class SaccadePicture:
     proxy: Tensor  # (C, P, P) in [0, 1]
     boxes: Tensor  # (T, 4) x0, y0, x1, y1 as fractions of the image side
     glimpses: Tensor  # (T, C, w, w) in [0, 1]
-    caption: str = ""
+    prediction: str = ""  # the predicted class(es) as text (``describe``)
+    label: str = ""  # the true class(es) as text
+
+    @property
+    def caption(self) -> str:
+        """``predicted {3, 7}   true {3, 8}``, of what is given."""
+        shown = [("predicted", self.prediction), ("true", self.label)]
+        return "   ".join(f"{word} {text}" for word, text in shown if text)
 
 
 def to_pil(image: Tensor, side: int) -> Image.Image:
@@ -64,6 +71,25 @@ def draw_boxes(picture: Image.Image, boxes: Tensor) -> Image.Image:
     return picture
 
 
+def boxed_image(image: Tensor, boxes: Tensor, side: int = 224) -> Image.Image:
+    """An image (C, H, W), or a proxy, resized to ``side`` with the numbered glimpse boxes."""
+    return draw_boxes(to_pil(image, side), boxes)
+
+
+def glimpse_strip(glimpses: Tensor, side: int = 96, pad: int = 6) -> Image.Image:
+    """The glimpses (T, C, w, w) in a row, each resized to ``side`` and framed and numbered
+    in its step's colour."""
+    strip = Image.new("RGB", (len(glimpses) * (side + pad) - pad, side), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for step, glimpse in enumerate(glimpses):
+        left = step * (side + pad)
+        strip.paste(to_pil(glimpse, side), (left, 0))
+        colour = PALETTE[step % len(PALETTE)]
+        draw.rectangle((left, 0, left + side - 1, side - 1), outline=colour, width=2)
+        draw.text((left + 3, 1), str(step + 1), fill=colour, font=font(14))
+    return strip
+
+
 def draw_saccades(
     samples: list[SaccadePicture], side: int = 224, glimpse_side: int = 96
 ) -> Image.Image:
@@ -76,18 +102,10 @@ def draw_saccades(
     draw = ImageDraw.Draw(sheet)
     for row, sample in enumerate(samples):
         top = pad + row * row_height
-        sheet.paste(draw_boxes(to_pil(sample.proxy, side), sample.boxes), (pad, top))
-        sheet.paste(draw_boxes(to_pil(sample.image, side), sample.boxes), (2 * pad + side, top))
-        for step, glimpse in enumerate(sample.glimpses):
-            left = pad + 2 * (side + pad) + step * (glimpse_side + pad)
-            sheet.paste(to_pil(glimpse, glimpse_side), (left, top))
-            colour = PALETTE[step % len(PALETTE)]
-            draw.rectangle(
-                (left, top, left + glimpse_side - 1, top + glimpse_side - 1),
-                outline=colour,
-                width=2,
-            )
-            draw.text((left + 3, top + 1), str(step + 1), fill=colour, font=font(14))
+        sheet.paste(boxed_image(sample.proxy, sample.boxes, side), (pad, top))
+        sheet.paste(boxed_image(sample.image, sample.boxes, side), (2 * pad + side, top))
+        strip = glimpse_strip(sample.glimpses, glimpse_side, pad)
+        sheet.paste(strip, (pad + 2 * (side + pad), top))
         draw.text((pad, top + side + 2), sample.caption, fill=(0, 0, 0), font=font(14))
     return sheet
 

@@ -452,7 +452,7 @@ class ClutteredMNISTDataModule(SplitDataModule):
                 f"proxy_size must be at most canvas_size={canvas_size}, got {proxy_size}"
             )
         data_dir = str(Path(data_dir).expanduser())  # `~` in configs means the home folder
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the composed config instead
         self.num_classes = NUM_CLASSES if label_mode == "identify" else 9 * num_digits + 1
 
     @property

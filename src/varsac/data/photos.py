@@ -50,7 +50,7 @@ class PhotoDataModule(SplitDataModule):
                 raise ValueError(f"{name} must be at least {lowest}, got {value}")
         root = str(Path(root).expanduser())
         classes = None if classes is None else [str(name) for name in classes]
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the composed config instead
         self.rows = read_index(root)
         labels = sorted({row.label for row in self.rows})
         self.class_names: list[str] = labels if classes is None else classes

@@ -153,6 +153,8 @@ class StarCraftDataModule(SplitDataModule):
     the minimap. ``balance_train``: draw training frames so that every count is equally
     likely (a ``WeightedRandomSampler``, as many draws per epoch as training frames)."""
 
+    proxy_from_image = False  # the minimap
+
     def __init__(
         self,
         root: str,
@@ -178,7 +180,7 @@ class StarCraftDataModule(SplitDataModule):
             if value < lowest:
                 raise ValueError(f"{name} must be at least {lowest}, got {value}")
         root, pyramid_dir = str(Path(root).expanduser()), str(Path(pyramid_dir).expanduser())
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the composed config instead
         self.frames = read_frames(Path(root), max_count, val, test)
         self.num_classes = max_count + 1
 

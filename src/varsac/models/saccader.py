@@ -73,7 +73,8 @@ class Saccader(ImageClassifier):
                 "task",
                 "optimizer",
                 "scheduler",
-            ]
+            ],
+            logger=False,  # the loggers get the composed config instead
         )
         self.proxy_encoder = proxy_encoder
         self.vrnn = vrnn
