@@ -1,11 +1,13 @@
 """The ``varsac`` console script: ``varsac <command> [hydra overrides]``.
 
-Each command is a Hydra app whose primary config is ``conf/<command>.yaml``;
-everything after the command goes to Hydra unchanged, so overrides, ``--cfg``,
-``--help`` and ``-m`` work as in any Hydra app.
+Each command but ``report`` is a Hydra app whose primary config is
+``conf/<command>.yaml``; everything after the command goes to Hydra unchanged,
+so overrides, ``--cfg``, ``--help`` and ``-m`` work as in any Hydra app.
+``report`` takes a sweep directory and plain options.
 """
 
 import importlib
+import logging
 import sys
 from collections.abc import Callable
 
@@ -14,10 +16,13 @@ from omegaconf import DictConfig
 
 from varsac import __version__
 
+log = logging.getLogger("varsac")
+
 COMMANDS: dict[str, str] = {
     "fit": "train a model (e.g. varsac fit experiment=cluttered_mnist)",
     "test": "evaluate a checkpoint on the test split (varsac test ckpt_path=PATH)",
     "data": "prepare a dataset (varsac data mit5k src=PHOTOS [dst=DIR])",
+    "report": "summarise a sweep: plots and a table (varsac report outputs/NAME/multirun/TIME)",
 }
 # `varsac data <dataset>`: each has its config conf/data_<dataset>.yaml and a function in
 # varsac.prepare.
@@ -68,16 +73,26 @@ def task_function(module: str, function: str, title: str) -> Callable[[DictConfi
     """
 
     def run(cfg: DictConfig) -> object:
+        from hydra.core.hydra_config import HydraConfig
         from hydra.errors import InstantiationException
+        from hydra.types import RunMode
         from omegaconf.errors import MissingMandatoryValue
 
-        from varsac.errors import ConfigError
+        from varsac.errors import ConfigError, JobFailed
 
         expected = (ConfigError, FileNotFoundError, InstantiationException, MissingMandatoryValue)
         try:
             return getattr(importlib.import_module(module), function)(cfg)
         except expected as error:
-            raise SystemExit(f"{title}: {error}") from None
+            message = f"{title}: {error}"
+        except SystemExit as stop:  # a stop with a message (a NaN loss); not an exit status
+            if not isinstance(stop.code, str):
+                raise
+            message = stop.code
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error(message)  # into the job's log, where varsac report finds it
+            raise JobFailed(message)  # the sweep records the job as failed and runs the next
+        raise SystemExit(message)
 
     return run
 
@@ -94,6 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         print(f"varsac: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
+    if command == "report":  # a plain argparse command, not a Hydra app
+        from varsac.report import main as report_main
+
+        raise SystemExit(report_main(overrides))
     if command == "data":
         data_usage = DATA_USAGE.format(datasets=listing(DATASETS))
         if not overrides or overrides[0] in ("-h", "--help", "help"):

@@ -18,6 +18,10 @@ import numpy as np
 
 PARTIAL_SUFFIX = ".partial"
 
+# A run directory's final metrics and checkpoints, written last by varsac fit and test: a run
+# directory without it did not finish (varsac report relies on it).
+RESULTS_FILE = "results.json"
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:

@@ -17,17 +17,18 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from varsac.errors import ConfigError
-from varsac.files import replace_atomically
+from varsac.files import RESULTS_FILE, replace_atomically
 from varsac.models.classifier import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "varsac_config"  # where a checkpoint keeps the config that trained it
-RESULTS_FILE = "results.json"  # in the run directory, written when a command has finished
+DATA_KEY = "varsac_data"  # and what prediction needs of the data: class names, the proxy's source
 
 
 class StoreConfig(Callback):
-    """Puts the composed config into every checkpoint, so ``varsac test`` can rebuild the run."""
+    """Puts the composed config into every checkpoint, so ``varsac test`` can rebuild the run,
+    and the class names and whether the proxy is the image's thumbnail, for ``varsac predict``."""
 
     def __init__(self, cfg: DictConfig) -> None:
         self.config = OmegaConf.to_container(cfg, resolve=True)
@@ -36,6 +37,11 @@ class StoreConfig(Callback):
         self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict
     ) -> None:
         checkpoint[CONFIG_KEY] = self.config
+        data = trainer.datamodule
+        checkpoint[DATA_KEY] = {
+            "class_names": getattr(data, "class_names", None),
+            "proxy_from_image": getattr(data, "proxy_from_image", True),
+        }
 
 
 def instantiate_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
