@@ -21,6 +21,7 @@ log = logging.getLogger("varsac")
 COMMANDS: dict[str, str] = {
     "fit": "train a model (e.g. varsac fit experiment=cluttered_mnist)",
     "test": "evaluate a checkpoint on the test split (varsac test ckpt_path=PATH)",
+    "predict": "a checkpoint on your images (varsac predict ckpt_path=PATH input=FILE_OR_FOLDER)",
     "data": "prepare a dataset (varsac data mit5k src=PHOTOS [dst=DIR])",
     "report": "summarise a sweep: plots and a table (varsac report outputs/NAME/multirun/TIME)",
 }
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
             task_function("varsac.prepare", dataset, f"varsac data {dataset}"),
         )
     else:
-        config_name, run = command, task_function("varsac.train", command, f"varsac {command}")
+        module = "varsac.predict" if command == "predict" else "varsac.train"
+        config_name, run = command, task_function(module, command, f"varsac {command}")
     # Hydra reads its overrides from sys.argv; the command is ours, not Hydra's.
     sys.argv = [sys.argv[0], *overrides]
     app = hydra.main(config_path="pkg://varsac.conf", config_name=config_name, version_base="1.3")

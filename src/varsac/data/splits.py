@@ -23,7 +23,11 @@ class SplitDataModule(lightning.LightningDataModule):
     ``num_workers`` and ``seed`` (which seeds the training shuffle) in their
     hyperparameters; ``train_sampler`` may replace the shuffle (e.g. to balance
     classes). Batches are dicts, collated so that pyramid TIFFs stay a list.
+    ``proxy_from_image``: whether the proxy is a thumbnail of the image (so that
+    ``varsac predict`` can make it from the image alone).
     """
+
+    proxy_from_image = True
 
     def __init__(self) -> None:
         super().__init__()

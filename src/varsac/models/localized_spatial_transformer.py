@@ -129,7 +129,7 @@ class LocalizedSpatialTransformer(nn.Module):
         """One glimpse (C, w, w) from the region's pixels, the grid re-expressed relative to it."""
         if patch is None:  # the glimpse lies wholly outside the image: zeros, as grid_sample pads
             return grid.new_zeros(image.channels, self.window, self.window)
-        pixels = torch.from_numpy(patch).to(grid.dtype).div_(255)
+        pixels = torch.from_numpy(patch).to(grid.device, grid.dtype).div_(255)
         pixels = pixels.permute(2, 0, 1).unsqueeze(0)  # (1, C, h, w)
         x, y = to_pixels(grid, *image.levels[region.level])
         region_height, region_width = pixels.shape[-2:]

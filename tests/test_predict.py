@@ -1,0 +1,138 @@
+"""``varsac predict`` on image files of any size, through the installed CLI."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvips
+import torch
+
+from conftest import varsac
+from test_cli import SMALL
+from varsac.predict import pixel_boxes
+from varsac.pyramid import write_pyramid
+
+SAMPLES = "samples=4"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """A saccade model on 100² cluttered MNIST after one small epoch."""
+    cwd = tmp_path_factory.mktemp("fit")
+    varsac("fit", *SMALL, "trainer.max_epochs=1", cwd=cwd, data_dir=mnist_dir)
+    (run,) = (cwd / "outputs" / "cluttered_mnist").iterdir()
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A JPEG of 1000×700, a PNG in a subfolder, a pyramid TIFF and a truncated JPEG."""
+    root = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (700, 1000, 3), dtype=np.uint8)
+    pyvips.Image.new_from_array(photo).jpegsave(str(root / "a.jpg"))
+    (root / "sub").mkdir()
+    grey = rng.integers(0, 256, (300, 300), dtype=np.uint8)
+    pyvips.Image.new_from_array(grey).pngsave(str(root / "sub" / "b.png"))
+    write_pyramid(rng.integers(0, 256, (1200, 1200), dtype=np.uint8), root / "c.tif")
+    (root / "broken.jpg").write_bytes((root / "a.jpg").read_bytes()[:2000])
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def predict(*args: str, cwd: Path, check: bool = False) -> tuple[object, Path]:
+    result = varsac("predict", *args, cwd=cwd, data_dir=cwd / "cache", check=check)
+    runs = sorted((cwd / "outputs" / "predict").iterdir())
+    return result, runs[-1]
+
+
+def rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "predictions.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_predicts_every_readable_image_and_names_the_broken_one(
+    checkpoint: Path, inputs: Path, tmp_path: Path
+) -> None:
+    result, run = predict(f"ckpt_path={checkpoint}", f"input={inputs}", SAMPLES, cwd=tmp_path)
+    assert result.returncode == 1  # one image failed
+    log = result.stdout + result.stderr
+    assert "broken.jpg" in log and "3 predicted, 1 failed;" in log
+    table = rows(run)
+    assert [Path(row["path"]).name for row in table] == ["a.jpg", "c.tif", "b.png"]
+    for row in table:
+        probabilities = [float(row[str(digit)]) for digit in range(10)]
+        assert sum(probabilities) == pytest.approx(1, abs=1e-3)
+        assert float(row["probability"]) == max(probabilities)
+        assert float(row["spread"]) > 0  # four posterior samples disagree a little
+        assert row["prediction"].startswith("{")  # two digits: a set
+    document = json.loads((run / "predictions.json").read_text())
+    assert list(document["failed"]) == [str(inputs / "broken.jpg")]
+    assert set(document["seconds"]) == {"loading the model", "converting"}
+    assert all(p["seconds"] > 0 for p in document["predictions"])
+    sizes = {"a.jpg": (1000, 700), "c.tif": (1200, 1200), "b.png": (300, 300)}
+    for prediction in document["predictions"]:
+        width, height = sizes[Path(prediction["path"]).name]
+        assert [g["step"] for g in prediction["glimpses"]] == [1, 2, 3, 4]
+        for box in prediction["glimpses"]:  # pixels of the original image, inside it
+            assert box["left"] >= 0 and box["left"] + box["width"] <= width + 0.1
+            assert box["top"] >= 0 and box["top"] + box["height"] <= height + 0.1
+            # crop sides are fractions of the side in [min_scale, max_scale] = [0.2, 0.5]
+            assert 0.2 * width - 0.1 <= box["width"] <= 0.5 * width + 0.1
+    pictures = sorted(p.name for p in (run / "saccades").iterdir())
+    assert pictures == ["a.png", "c.png", "sub__b.png"]
+
+
+def test_conversions_are_cached_and_pyramids_read_as_they_are(
+    checkpoint: Path, inputs: Path, tmp_path: Path
+) -> None:
+    first, run = predict(f"ckpt_path={checkpoint}", f"input={inputs}", SAMPLES, cwd=tmp_path)
+    cached = sorted((tmp_path / "cache" / "predict_pyramids").iterdir())
+    assert len(cached) == 2  # a.jpg and b.png; c.tif is a pyramid already
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    second, rerun = predict(f"ckpt_path={checkpoint}", f"input={inputs}", SAMPLES, cwd=tmp_path)
+    assert "converting 3 of 4 images" in first.stderr + first.stdout
+    # only the broken file is tried again
+    assert "converting 1 of 4 images" in second.stderr + second.stdout
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+    assert rows(rerun) == rows(run)  # seeded posterior samples: the same answers
+
+
+def test_one_file_and_the_posterior_mean_alone(
+    checkpoint: Path, inputs: Path, tmp_path: Path
+) -> None:
+    _, run = predict(
+        f"ckpt_path={checkpoint}", f"input={inputs / 'a.jpg'}", "samples=0", "pictures=false",
+        cwd=tmp_path, check=True,
+    )  # fmt: skip
+    (row,) = rows(run)
+    assert float(row["spread"]) == 0
+    assert not (run / "saccades").exists()
+
+
+def test_bad_inputs_are_named(checkpoint: Path, inputs: Path, tmp_path: Path) -> None:
+    missing, _ = predict(f"ckpt_path={checkpoint}", f"input={tmp_path / 'nope'}", cwd=tmp_path)
+    assert missing.returncode != 0 and "nope: no such file or folder" in missing.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none, _ = predict(f"ckpt_path={checkpoint}", f"input={empty}", cwd=tmp_path)
+    assert none.returncode != 0 and "no image files" in none.stderr
+    # a model whose proxy is another image (a StarCraft minimap) cannot predict from the image
+    state = torch.load(checkpoint, weights_only=False)
+    state["varsac_data"]["proxy_from_image"] = False
+    minimap_model = tmp_path / "minimap.ckpt"
+    torch.save(state, minimap_model)
+    other, _ = predict(f"ckpt_path={minimap_model}", f"input={inputs}", cwd=tmp_path)
+    assert other.returncode != 0 and "proxy" in other.stderr and "minimap.ckpt" in other.stderr
+
+
+def test_boxes_become_pixels_of_the_original_image() -> None:
+    (box,) = pixel_boxes(torch.tensor([[0.1, 0.2, 0.5, 0.6]]), 1000, 700)
+    assert box == {"step": 1, "left": 100.0, "top": 140.0, "width": 400.0, "height": 280.0}
+
+
+def test_the_checkpoint_records_what_predict_needs(checkpoint: Path) -> None:
+    data = torch.load(checkpoint, weights_only=False)["varsac_data"]
+    assert data == {"class_names": None, "proxy_from_image": True}  # digits: named by index
