@@ -14,6 +14,15 @@ from varsac.data.photo_conversion import convert_photos
 from varsac.data.starcraft_scenes import generate_scenes
 
 VARSAC = Path(sys.executable).parent / "varsac"
+# A small, quick cluttered-MNIST run for tests of the CLI: 200 training canvases, a narrow CNN.
+SMALL = [
+    "experiment=cluttered_mnist",
+    "data.train_size=200",
+    "data.val_size=100",
+    "data.test_size=100",
+    "data.batch_size=50",
+    "model.crop_classifier.channels=[8,16]",
+]
 
 
 def varsac(

@@ -7,16 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import varsac
-
-SMALL = [
-    "experiment=cluttered_mnist",
-    "data.train_size=200",
-    "data.val_size=100",
-    "data.test_size=100",
-    "data.batch_size=50",
-    "model.crop_classifier.channels=[8,16]",
-]
+from conftest import SMALL, varsac
 
 
 def run_dirs(cwd: Path, name: str = "cluttered_mnist") -> list[Path]:

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import varsac
-from test_cli import SMALL
+from conftest import SMALL, varsac
 
 TWO_CPU_PROCESSES = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 

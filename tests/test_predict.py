@@ -9,8 +9,7 @@ import pytest
 import pyvips
 import torch
 
-from conftest import varsac
-from test_cli import SMALL
+from conftest import SMALL, varsac
 from varsac.predict import pixel_boxes
 from varsac.pyramid import write_pyramid
 

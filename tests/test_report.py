@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import varsac
 from varsac.report import main, planned_jobs, read_sweep, setting_curve
 
-# Smaller than test_cli's SMALL: the report needs runs that log epochs, not a model that learns.
+# Smaller than conftest's SMALL: the report needs runs that log epochs, not a model that learns.
 # The runs get one thread (OMP_NUM_THREADS=1): two threads of such small operations run tens of
 # times slower while anything else keeps one of the two cores busy.
 TINY = [

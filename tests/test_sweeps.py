@@ -8,8 +8,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from conftest import varsac
-from test_cli import SMALL
+from conftest import SMALL, varsac
 
 
 def composed(*overrides: str) -> OmegaConf:

@@ -18,19 +18,9 @@ from typing import Any
 from PIL import Image
 from wandb.proto.wandb_internal_pb2 import Record
 
-from conftest import VARSAC, varsac
+from conftest import SMALL, VARSAC, varsac
 
-SMALL = [
-    "experiment=cluttered_mnist",
-    "data.train_size=200",
-    "data.val_size=100",
-    "data.test_size=100",
-    "data.batch_size=50",
-    "model.crop_classifier.channels=[8,16]",
-    "trainer.max_epochs=1",
-    "test_after_fit=false",
-    "logger=wandb",
-]
+ONE_EPOCH_TO_WANDB = [*SMALL, "trainer.max_epochs=1", "test_after_fit=false", "logger=wandb"]
 
 BLOCK = 32 * 1024  # a LevelDB log is written in blocks of 32 KiB
 HEADER = struct.pack("<4sHB", b":W&B", 0xBEE1, 0)  # a .wandb file's ident, magic and version
@@ -104,7 +94,7 @@ def test_without_credentials_a_run_logs_offline_its_config_pictures_and_glimpse_
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update({"HOME": str(home), "VARSAC_DATA_DIR": str(mnist_dir)})
     result = subprocess.run(
-        [str(VARSAC), "fit", *SMALL, "logger.wandb.tags=[mine,small]"],
+        [str(VARSAC), "fit", *ONE_EPOCH_TO_WANDB, "logger.wandb.tags=[mine,small]"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -139,8 +129,8 @@ def test_a_sweeps_runs_share_a_group_are_named_by_their_overrides_and_tagged(
 ) -> None:
     quick = ["trainer.limit_train_batches=1", "trainer.limit_val_batches=1"]
     varsac(
-        "fit", "-m", *SMALL, *quick, "trainer.num_sanity_val_steps=0", "name=mnist_sweep",
-        "seed=0,1", cwd=tmp_path, data_dir=mnist_dir,
+        "fit", "-m", *ONE_EPOCH_TO_WANDB, *quick, "trainer.num_sanity_val_steps=0",
+        "name=mnist_sweep", "seed=0,1", cwd=tmp_path, data_dir=mnist_dir,
         WANDB_MODE="offline", WANDB_DATA_DIR=str(tmp_path / "wandb_data"),
     )  # fmt: skip
     (sweep,) = (tmp_path / "outputs" / "mnist_sweep" / "multirun").iterdir()
