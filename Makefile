@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 # The CPU build of torch; a plain requirement would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: help install fit test lint format bench-learning bench-mit5k bench-table1 clean
+.PHONY: help install fit test lint format bench-learning bench-mit5k bench-table1 bench-predict \
+	notebooks strip-notebooks clean
 
 help:
 	@echo "make fit    train the saccade model on two-digit cluttered MNIST (CPU)"
@@ -15,6 +16,9 @@ help:
 	@echo "make bench-learning  the 30-minute learning-curve benchmark"
 	@echo "make bench-mit5k     photo conversion and loading throughput (2 minutes)"
 	@echo "make bench-table1    the paper's Table 1: saccades against the tiled ResNet-18 (6 minutes)"
+	@echo "make bench-predict   varsac predict latency on a 4000x3000 JPEG against the baseline (1 minute)"
+	@echo "make notebooks       run the notebooks on tiny settings, as the tests do"
+	@echo "make strip-notebooks clear the notebooks' outputs before committing"
 
 $(BIN)/varsac: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,5 +52,16 @@ bench-mit5k: install
 bench-table1: install
 	$(BIN)/python benchmarks/table1.py $(ARGS)
 
+bench-predict: install
+	$(BIN)/python benchmarks/predict_latency.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+
+# The notebooks (notebooks/): run them on tiny settings as the test suite does, and strip
+# their outputs before committing (tests/test_notebooks.py checks that they have none).
+notebooks: install
+	$(BIN)/pytest tests/test_notebooks.py $(ARGS)
+
+strip-notebooks: install
+	$(BIN)/python notebooks/strip_outputs.py
