@@ -146,3 +146,19 @@ def test_a_sweeps_runs_share_a_group_are_named_by_their_overrides_and_tagged(
     for seed, run in enumerate(runs):  # the run's seed, not a datamodule's seed logged over it
         assert config(run)["seed"] == seed
         assert "train_size" not in config(run)  # no flat copies of the hyperparameters
+
+
+def test_each_job_of_a_sweep_closes_its_run_with_its_outcome(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    """A job that fails (a NaN loss) is recorded as failed, and the next job gets its own run."""
+    varsac(
+        "fit", "-m", *ONE_EPOCH_TO_WANDB, "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0", "model.beta=nan,0.01",
+        cwd=tmp_path, data_dir=mnist_dir, check=False,
+        WANDB_MODE="offline", WANDB_DATA_DIR=str(tmp_path / "wandb_data"),
+    )  # fmt: skip
+    (sweep,) = (tmp_path / "outputs" / "cluttered_mnist" / "multirun").iterdir()
+    runs = [logged(offline_run(sweep / job)) for job in ("0", "1")]
+    assert [[e.exit_code for e in run["exit"]] for run in runs] == [[1], [0]]
+    assert runs[0]["run"][0].run_id != runs[1]["run"][0].run_id

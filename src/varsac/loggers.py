@@ -52,10 +52,6 @@ def wandb_logger(**kwargs: Any) -> WandbLogger:
     ``offline`` or WANDB_MODE wins; otherwise a missing key means offline mode and a one-line
     hint on how to upload the run later.
     """
-    import wandb
-
-    if wandb.run is not None:  # left open by the previous job of a multirun, which has ended
-        wandb.finish()  # (Lightning would log this job into it)
     if HydraConfig.initialized():
         for key, value in run_fields(HydraConfig.get(), kwargs.get("name")).items():
             if key == "name" or kwargs.get(key) is None:

@@ -111,18 +111,23 @@ def job_on_all_ranks(command: str) -> Iterator[None]:
     ``varsac <command> <this job's overrides>`` and hydra.run.dir this job's
     directory: every rank composes the same config and shares one run directory.
 
-    Afterwards the process group is destroyed and the environment restored:
-    Lightning leaves LOCAL_RANK, WORLD_SIZE and MASTER_PORT behind, and the next
-    job of a multirun would take them for an external launcher's.
+    Afterwards the job's W&B run is closed with the job's outcome, the process
+    group is destroyed and the environment restored: Lightning leaves LOCAL_RANK,
+    WORLD_SIZE and MASTER_PORT behind, and the next job of a multirun would take
+    them for an external launcher's.
     """
     hydra = HydraConfig.get()
     argv, environment = sys.argv, dict(os.environ)
     sys.argv = [argv[0], command, *hydra.overrides.task]
     with read_write(hydra), open_dict(hydra):
         hydra.run.dir = hydra.runtime.output_dir
+    exit_code = 1
     try:
         yield
+        exit_code = 0
     finally:
+        if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+            sys.modules["wandb"].finish(exit_code=exit_code)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         os.environ.clear()
