@@ -5,15 +5,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from varsac.data import sc2_recorder
-from varsac.data.sc2_recorder import (
-    CSV_COLUMNS,
-    draw_counts,
-    frame_paths,
-    read_recorded,
-    record_scenes,
-    write_csv,
-)
+from varsac.data.sc2_recorder import draw_counts, read_recorded, record_scenes, write_csv
+from varsac.data.starcraft_layout import CSV_COLUMNS, CSV_NAME, frame_paths
 from varsac.errors import ConfigError
 
 needs_no_pysc2 = pytest.mark.skipif(
@@ -79,7 +72,7 @@ def test_resume_keeps_rows_of_frames_whose_images_exist(tmp_path):
                 (tmp_path / path).write_bytes(b"png")
     write_csv(tmp_path, rows)
 
-    header = (tmp_path / sc2_recorder.CSV_NAME).read_text().splitlines()[0]
+    header = (tmp_path / CSV_NAME).read_text().splitlines()[0]
     assert header == ",".join(CSV_COLUMNS)
     assert frame_paths(7) == ("fullscreen/000007.png", "minimap/000007.png")
     kept = read_recorded(tmp_path, 3)

@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from varsac.data.starcraft_layout import CSV_COLUMNS, MAX_COUNT, UNIT_TYPES
 from varsac.data.starcraft_scenes import (
-    CSV_COLUMNS,
-    MAX_COUNT,
     MINIMAP_UNIT_COLOUR,
-    UNIT_TYPES,
     GeneratedScenes,
     SceneLayout,
     Unit,

@@ -38,20 +38,20 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from varsac.data.starcraft_layout import (
+    CSV_COLUMNS,
+    CSV_NAME,
+    FRAME_COLUMN,
+    MAX_COUNT,
+    MINIMAP_COLUMN,
+    UNIT_COLUMNS,
+    frame_paths,
+)
 from varsac.errors import ConfigError
 from varsac.files import atomic_path, replace_atomically
 
-CSV_NAME = "predictions.csv"
-FRAME_DIR, MINIMAP_DIR = "fullscreen", "minimap"
-FRAME_COLUMN, MINIMAP_COLUMN = "fullscreen_img", "minimap_img"
 # Count column → the pysc2 ``units.Terran`` member spawned and counted for it.
-UNIT_COLUMNS = {
-    "marine_count": "Marine",
-    "marauder_count": "Marauder",
-    "siegetank_count": "SiegeTank",
-}
-CSV_COLUMNS = (FRAME_COLUMN, MINIMAP_COLUMN, *UNIT_COLUMNS)
-MAX_COUNT = 22  # the paper keeps frames with at most 22 of a unit type
+PYSC2_UNITS = dict(zip(UNIT_COLUMNS, ("Marine", "Marauder", "SiegeTank"), strict=True))
 CSV_EVERY = 50  # frames recorded between rewrites of predictions.csv
 
 _COUNT_P = 0.12  # counts are geometric(p) - 1, capped at max_count: mostly few units
@@ -157,12 +157,6 @@ def require_pysc2() -> None:
 def draw_counts(rng: np.random.Generator, max_count: int) -> dict[str, int]:
     """How many of each unit type to spawn: 0..max_count, mostly few."""
     return {column: min(max_count, int(rng.geometric(_COUNT_P)) - 1) for column in UNIT_COLUMNS}
-
-
-def frame_paths(index: int) -> tuple[str, str]:
-    """The screen's and the minimap's path for frame ``index``, relative to the folder."""
-    name = f"{index:06d}.png"
-    return f"{FRAME_DIR}/{name}", f"{MINIMAP_DIR}/{name}"
 
 
 def read_recorded(dst: Path, n: int) -> dict[int, dict[str, object]]:
@@ -308,7 +302,7 @@ class _Game:
         self._no_op = actions.FUNCTIONS.no_op()
         self._feature_unit = features.FeatureUnit
         self._self = features.PlayerRelative.SELF
-        self._unit_types = {column: units.Terran[name] for column, name in UNIT_COLUMNS.items()}
+        self._unit_types = {column: units.Terran[name] for column, name in PYSC2_UNITS.items()}
         self._common, self._debug, self._raw, self._sc2api = (
             common_pb2,
             debug_pb2,

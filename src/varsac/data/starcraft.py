@@ -37,13 +37,16 @@ from varsac.data import SPLITS, check_split_fractions
 from varsac.data.pyramid_conversion import as_srgb, convert_all
 from varsac.data.pyramid_dataset import PyramidDataset
 from varsac.data.splits import SplitDataModule
+from varsac.data.starcraft_layout import (
+    CSV_NAME,
+    FRAME_COLUMN,
+    LABEL_COLUMN,
+    MAX_COUNT,
+    MINIMAP_COLUMN,
+)
 from varsac.pyramid import PyramidTIFF, open_image, write_pyramid
 
 log = logging.getLogger(__name__)
-
-CSV_NAME = "predictions.csv"
-FRAME_COLUMN, MINIMAP_COLUMN, LABEL_COLUMN = "fullscreen_img", "minimap_img", "marine_count"
-MAX_COUNT = 22  # the paper keeps frames with at most 22 marines
 
 
 @dataclass(frozen=True)

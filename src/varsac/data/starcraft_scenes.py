@@ -55,29 +55,27 @@ import pyvips
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from varsac.data.starcraft_layout import (
+    CSV_COLUMNS,
+    CSV_NAME,
+    FRAME_COLUMN,
+    MAX_COUNT,
+    MINIMAP_COLUMN,
+    UNIT_COLUMNS,
+    UNIT_TYPES,
+    frame_paths,
+)
 from varsac.errors import ConfigError
 from varsac.files import atomic_path, remove_partial_files, replace_atomically, settings_changed
 
 log = logging.getLogger(__name__)
 
-UNIT_TYPES = ("marine", "marauder", "siegetank")  # CSV column = f"{name}_count"
-CSV_COLUMNS = (
-    "fullscreen_img",
-    "minimap_img",
-    "marine_count",
-    "marauder_count",
-    "siegetank_count",
-)
 # Every unit on the minimap; the darkened terrain never reaches 255 in any channel.
 MINIMAP_UNIT_COLOUR = (0, 255, 0)
-MAX_COUNT = 22  # the most units of one type in a frame (the paper's marine counts are 0..22)
 # Bump when the generator draws other pixels or counts for the same settings.
 FORMAT_VERSION = 2  # 2: units gather in squads
 
-CSV_NAME = "predictions.csv"
 SETTINGS_NAME = "scenes.json"
-FULLSCREEN_DIR = "fullscreen"
-MINIMAP_DIR = "minimap"
 
 _REFERENCE_FRAME_SIZE = 1024  # unit sizes below are in pixels of a frame this large
 _DIAMETER_RANGES = {"marine": (14.0, 18.0), "marauder": (22.0, 26.0), "siegetank": (36.0, 44.0)}
@@ -461,18 +459,12 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
 # ---------------------------------------------------------------------- the set
 
 
-def frame_paths(index: int) -> tuple[str, str]:
-    """Frame ``index``'s fullscreen and minimap PNGs, relative to DST (forward slashes)."""
-    name = f"{index:06d}.png"
-    return f"{FULLSCREEN_DIR}/{name}", f"{MINIMAP_DIR}/{name}"
-
-
 def _csv_row(index: int, counts: tuple[int, ...]) -> dict[str, str | int]:
     fullscreen, minimap = frame_paths(index)
     return {
-        "fullscreen_img": fullscreen,
-        "minimap_img": minimap,
-        **{f"{kind}_count": count for kind, count in zip(UNIT_TYPES, counts, strict=True)},
+        FRAME_COLUMN: fullscreen,
+        MINIMAP_COLUMN: minimap,
+        **dict(zip(UNIT_COLUMNS, counts, strict=True)),
     }
 
 
