@@ -10,7 +10,7 @@ import pyvips
 import torch
 
 from conftest import SMALL, varsac
-from varsac.predict import pixel_boxes
+from varsac.predict import pixel_boxes, readable_as_is
 from varsac.pyramid import write_pyramid
 
 SAMPLES = "samples=4"
@@ -135,3 +135,14 @@ def test_boxes_become_pixels_of_the_original_image() -> None:
 def test_the_checkpoint_records_what_predict_needs(checkpoint: Path) -> None:
     data = torch.load(checkpoint, weights_only=False)["varsac_data"]
     assert data == {"class_names": None, "proxy_from_image": True}  # digits: named by index
+
+
+def test_only_pyramids_with_the_models_channels_are_read_as_they_are(
+    inputs: Path, tmp_path: Path
+) -> None:
+    assert readable_as_is(inputs / "c.tif", channels=1)  # a grey pyramid, a grey model
+    assert not readable_as_is(inputs / "c.tif", channels=3)  # converted to RGB first
+    assert not readable_as_is(inputs / "a.jpg", channels=3)
+    flat = tmp_path / "flat.tif"
+    pyvips.Image.new_from_array(np.zeros((64, 64), np.uint8)).tiffsave(str(flat))
+    assert not readable_as_is(flat, channels=1)  # no coarser levels: converted

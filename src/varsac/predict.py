@@ -71,6 +71,8 @@ class Prediction:
 
 @dataclass
 class LoadedModel:
+    """A checkpoint's model, its class names, and the proxy side and image channels it takes."""
+
     model: torch.nn.Module
     class_names: list[str]
     proxy_size: int
@@ -123,14 +125,15 @@ def cached_pyramid_path(source: Path, cache_dir: Path, size: int | None, channel
     return cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.tif"
 
 
-def is_pyramid(path: Path) -> bool:
-    """Whether ``path`` is a TIFF with coarser levels, which predict reads as it is."""
+def readable_as_is(path: Path, channels: int) -> bool:
+    """Whether ``path`` is a pyramid TIFF (with coarser levels) of ``channels`` channels."""
     if path.suffix.lower() not in (".tif", ".tiff"):
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotAPyramidWarning)
         try:
-            return len(PyramidTIFF(path).levels) > 1
+            pyramid = PyramidTIFF(path)
+            return len(pyramid.levels) > 1 and pyramid.channels == channels
         except CONVERSION_ERRORS:
             return False
 
@@ -152,7 +155,7 @@ def pyramids_for(
     cache_dir = Path(cfg.cache_dir).expanduser()
     pyramids, jobs = {}, []
     for source in sources:
-        if cfg.size is None and is_pyramid(source):
+        if cfg.size is None and readable_as_is(source, channels):
             pyramids[source] = source
             continue
         target = cached_pyramid_path(source, cache_dir, cfg.size, channels)
