@@ -39,7 +39,7 @@ Variational saccading: classify huge images from a few glimpses.
 commands:
 {commands}
 
-Every command takes Hydra overrides and flags:
+Every command but report takes Hydra overrides and flags:
   varsac fit experiment=cluttered_mnist trainer.max_epochs=5
   varsac fit --cfg job          print the composed config
   varsac fit --help             list config groups and options
