@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from varsac.data.pyramid_dataset import read_proxies
-from varsac.models.classifier import Batch, ImageClassifier, OptimizerFactory, SchedulerFactory
+from varsac.models.classifier import ImageClassifier, OptimizerFactory, SchedulerFactory
 from varsac.models.resnet import ResNet18
 from varsac.pyramid import PyramidTIFF
 from varsac.tasks import Task
@@ -72,11 +72,6 @@ class ResNetClassifier(ImageClassifier):
     def forward(self, images: Images) -> Tensor:
         """(B, K) class log-probabilities."""
         return self.head(self.backbone(self.resized(images))).log_softmax(dim=-1)
-
-    def objective(self, batch: Batch, sample: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        log_probs = self(batch["image"])
-        loss = self.task.nll(log_probs, batch["target"]).mean()
-        return loss, log_probs, {"classification_nll": loss}
 
 
 def tile_origins(side: int, tile_size: int, tiles_per_side: int) -> list[int]:
@@ -233,8 +228,3 @@ class TiledResNetClassifier(ImageClassifier):
     def forward(self, images: Images) -> Tensor:
         """(B, K) class log-probabilities."""
         return self.head(self.summed_tile_features(images)).log_softmax(dim=-1)
-
-    def objective(self, batch: Batch, sample: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        log_probs = self(batch["image"])
-        loss = self.task.nll(log_probs, batch["target"]).mean()
-        return loss, log_probs, {"classification_nll": loss}

@@ -1,7 +1,8 @@
 """The training plumbing every varsac classifier shares: metrics, logging, optimiser, NaN guard.
 
 A subclass supplies ``objective``: from a batch to the loss, the class
-log-probabilities and named loss parts to log.
+log-probabilities and named loss parts to log; or, when the loss is the
+classification NLL alone, ``forward``: images → class log-probabilities.
 """
 
 from collections.abc import Callable, Iterable
@@ -42,8 +43,13 @@ class ImageClassifier(L.LightningModule):
         self.val_accuracy_best = MaxMetric()
 
     def objective(self, batch: Batch, sample: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """Return (loss, (B, K) class log-probabilities, {name: scalar loss part})."""
-        raise NotImplementedError
+        """Return (loss, (B, K) class log-probabilities, {name: scalar loss part}).
+
+        By default the loss is the classification NLL of ``forward(batch["image"])``.
+        """
+        log_probs = self(batch["image"])
+        loss = self.task.nll(log_probs, batch["target"]).mean()
+        return loss, log_probs, {"classification_nll": loss}
 
     def _step(self, batch: Batch, batch_idx: int, stage: str) -> Tensor:
         training = stage == "train"

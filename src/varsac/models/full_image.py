@@ -2,7 +2,7 @@
 
 from torch import Tensor
 
-from varsac.models.classifier import Batch, ImageClassifier, OptimizerFactory, SchedulerFactory
+from varsac.models.classifier import ImageClassifier, OptimizerFactory, SchedulerFactory
 from varsac.models.crop_classifier import CropClassifier
 from varsac.tasks import Task
 
@@ -20,7 +20,6 @@ class FullImageClassifier(ImageClassifier):
         super().__init__(task, optimizer, scheduler)
         self.net = net
 
-    def objective(self, batch: Batch, sample: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        log_probs = self.net(batch["image"].unsqueeze(1)).log_softmax(dim=-1)
-        loss = self.task.nll(log_probs, batch["target"]).mean()
-        return loss, log_probs, {"classification_nll": loss}
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) images, each one glimpse of the net → (B, K) class log-probabilities."""
+        return self.net(images.unsqueeze(1)).log_softmax(dim=-1)
