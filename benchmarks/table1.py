@@ -39,17 +39,16 @@ from tempfile import TemporaryDirectory
 
 from fresh_process import in_fresh_process, peak_rss_mib
 
-SACCADES = "variational saccading"
+SACCADES, NAIVE = "variational saccading", "resnet18, tiled, naive"
 # name → (experiment, overrides on top of it)
 MODELS = {
     SACCADES: ("cluttered_mnist_2528", []),
     "resnet18, tiled, checkpointed": ("baseline_cluttered_mnist_2528", []),
-    "resnet18, tiled, naive": (
+    NAIVE: (
         "baseline_cluttered_mnist_2528",
         ["model.tile_batch=null", "model.checkpoint=false"],
     ),
 }
-NAIVE = "resnet18, tiled, naive"
 # Table 1 (top) of the paper: 2528² images, batch 160, on GPUs.
 PAPER = {
     SACCADES: {"parameters": "7.4 M", "memory": "4.1 GB", "epoch": "120 s"},

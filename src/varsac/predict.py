@@ -173,14 +173,13 @@ def pyramids_for(
 @torch.no_grad()
 def predict_one(
     loaded: LoadedModel, image: PyramidTIFF, samples: int
-) -> tuple[Tensor, Tensor, SaccadePicture | None, Tensor | None]:
-    """(K,) mean class probabilities, (K,) their spread, the picture and (T, 4) boxes or None."""
+) -> tuple[Tensor, Tensor, SaccadePicture | None]:
+    """(K,) mean class probabilities, (K,) their spread, and the saccade picture or None."""
     model = loaded.model
-    device = next(model.parameters()).device
-    proxy = read_proxies([image], loaded.proxy_size).to(device)
     if not isinstance(model, Saccader):
         probabilities = model([image]).exp()[0].cpu()
-        return probabilities, torch.zeros_like(probabilities), None, None
+        return probabilities, torch.zeros_like(probabilities), None
+    proxy = read_proxies([image], loaded.proxy_size).to(next(model.parameters()).device)
     mean = model.saccade([image], proxy, sample=False)
     if samples > 0:
         looks = [model.saccade([image], proxy, sample=True) for _ in range(samples)]
@@ -196,7 +195,7 @@ def predict_one(
         glimpses=mean.glimpses[0].cpu(),
     )
     probabilities, spread = probabilities.mean(0), probabilities.std(0, correction=0)
-    return probabilities.cpu(), spread.cpu(), picture, mean.boxes[0].cpu()
+    return probabilities.cpu(), spread.cpu(), picture
 
 
 def pixel_boxes(boxes: Tensor, width: int, height: int) -> list[dict[str, float]]:
@@ -264,7 +263,7 @@ def predict_file(
     """One image's prediction, and its saccade picture (None for a model without saccades)."""
     started = time.perf_counter()
     image = PyramidTIFF(pyramid)
-    probabilities, spread, picture, boxes = predict_one(loaded, image, samples)
+    probabilities, spread, picture = predict_one(loaded, image, samples)
     names = loaded.class_names
     predicted = loaded.model.task.predict(probabilities.log()[None])[0]
     best = int(probabilities.argmax())
@@ -278,7 +277,7 @@ def predict_file(
         seconds=time.perf_counter() - started,
     )
     if picture is not None:
-        prediction.glimpses = pixel_boxes(boxes, *image.levels[0])
+        prediction.glimpses = pixel_boxes(picture.boxes, *image.levels[0])
         picture.prediction = prediction.prediction
     return prediction, picture
 
