@@ -37,8 +37,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mit5k import write_photos
+from varsac.checkpoint import CONFIG_KEY, DATA_KEY
 from varsac.data.photos import MIT5K_CLASSES
-from varsac.train import CONFIG_KEY, DATA_KEY
 
 MODELS = {"variational saccading": "mit5k", "resnet18, tiled": "baseline_mit5k"}
 VARSAC = Path(sys.executable).parent / "varsac"

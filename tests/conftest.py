@@ -1,6 +1,7 @@
 """Shared fixtures, and ``varsac``: the installed command line, run as a user would."""
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -25,18 +26,32 @@ SMALL = [
 ]
 
 
+def varsac_environment(data_dir: Path, **env: str) -> dict[str, str]:
+    """The environment of a ``varsac`` run in a test: datasets under ``data_dir``, W&B off."""
+    return {**os.environ, "VARSAC_DATA_DIR": str(data_dir), "WANDB_MODE": "disabled", **env}
+
+
 def varsac(
-    *args: str, cwd: Path, data_dir: Path | None = None, check: bool = True, **env: str
+    *args: str,
+    cwd: Path,
+    data_dir: Path | None = None,
+    check: bool = True,
+    file_size_limit: int | None = None,
+    **env: str,
 ) -> subprocess.CompletedProcess:
     """Run ``varsac *args`` in ``cwd`` with datasets under ``data_dir`` (default ``cwd/data``),
-    W&B off and the extra environment ``env``; with ``check``, fail the test on an error."""
+    W&B off and the extra environment ``env``; with ``check``, fail the test on an error.
+    ``file_size_limit``: no file it writes may grow past this many bytes (``ulimit -f``),
+    as if the disc were full."""
     data_dir = cwd / "data" if data_dir is None else data_dir
-    environment = {
-        **os.environ, "VARSAC_DATA_DIR": str(data_dir), "WANDB_MODE": "disabled", **env
-    }  # fmt: skip
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
     result = subprocess.run(
-        [str(VARSAC), *args], cwd=cwd, env=environment, capture_output=True, text=True,
-        timeout=600,
+        [str(VARSAC), *args], cwd=cwd, env=varsac_environment(data_dir, **env),
+        capture_output=True, text=True, timeout=600,
+        preexec_fn=None if file_size_limit is None else limit_file_size,
     )  # fmt: skip
     if check and result.returncode != 0:
         pytest.fail(f"varsac {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
@@ -58,6 +73,16 @@ def fresh_data_dir(tmp_path: Path, mnist_dir: Path) -> Path:
     (data_dir / "mnist").mkdir(parents=True)
     (data_dir / "mnist" / "mnist.npz").symlink_to(mnist_dir / "mnist" / "mnist.npz")
     return data_dir
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """A saccade model on 100² cluttered MNIST after one small epoch (trained once per module
+    that asks for it, about 30 s)."""
+    cwd = tmp_path_factory.mktemp("fit")
+    varsac("fit", *SMALL, "trainer.max_epochs=1", cwd=cwd, data_dir=mnist_dir)
+    (run,) = (cwd / "outputs" / "cluttered_mnist").iterdir()
+    return run / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="session")

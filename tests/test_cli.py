@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from conftest import SMALL, varsac
+from varsac.checkpoint import load_checkpoint
 
 
 def run_dirs(cwd: Path, name: str = "cluttered_mnist") -> list[Path]:
@@ -52,7 +52,7 @@ def test_fit_writes_checkpoints_metrics_pictures_then_resumes_and_tests(
     finished = json.loads((first / "results.json").read_text())
     assert finished["checkpoints"]["last"] == str(last.resolve())
     assert 0 <= finished["results"]["test/accuracy"] <= 1
-    state = torch.load(last, weights_only=False)
+    state = load_checkpoint(last)
     assert (state["epoch"], state["global_step"]) == (0, 4)
     assert state["varsac_config"]["data"]["train_size"] == 200
     metrics = (first / "csv" / "metrics.csv").read_text()
@@ -66,7 +66,7 @@ def test_fit_writes_checkpoints_metrics_pictures_then_resumes_and_tests(
     )
     second = run_dirs(tmp_path)[-1]
     assert second != first
-    state = torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)
+    state = load_checkpoint(second / "checkpoints" / "last.ckpt")
     assert (state["epoch"], state["global_step"]) == (1, 8)
     assert "epoch" in (second / "csv" / "metrics.csv").read_text()
 
@@ -120,6 +120,19 @@ def test_a_multirun_sweep_runs_each_setting(tmp_path: Path, mnist_dir: Path) -> 
         (["fit", "ckpt_path=last"], "ckpt_path=last: no checkpoints/last.ckpt under"),
         (["fit", "model.min_scale=0.9", "model.max_scale=0.5"], "need 0 < min_scale ≤ max_scale"),
         (["fit", "data.label_mode=count"], "label_mode"),
+        (["fit", "trainer.max_epochs=abc"], "trainer.max_epochs=abc: expected an integer or null"),
+        (["fit", "data.batch_size=-1"], "data.batch_size: must be at least 1, got -1"),
+        (["fit", "model.vrnn.steps=0"], "model.vrnn.steps: must be at least 1, got 0"),
+        (["fit", "model.beta=[1,2]"], "model.beta=[1, 2]: expected a number"),
+        (["fit", "+model.foo=1"], "model.foo: varsac.models.saccader.Saccader takes no 'foo'"),
+        (["data", "mit5k", "src=photos", "size=big"], "size=big: expected an integer"),
+        (["data", "starcraft", "n=many"], "n=many: expected an integer"),
+        (
+            ["predict", "ckpt_path=x", "input=y", "samples=some"],
+            "samples=some: expected an integer",
+        ),
+        (["predict", "ckpt_path=x", "input=y", "size=0"], "size must be at least 1, got 0"),
+        (["predict", "ckpt_path=x", "input=y", "pictures=maybe"], "pictures=maybe: expected true"),
     ],
 )
 def test_bad_input_ends_with_a_message_not_a_traceback(
@@ -127,7 +140,13 @@ def test_bad_input_ends_with_a_message_not_a_traceback(
 ) -> None:
     result = varsac(*args, cwd=tmp_path, data_dir=tmp_path, check=False)
     assert result.returncode == 1
-    assert message in result.stderr and "Traceback" not in result.stderr
+    assert message in result.stderr.splitlines()[-1] and "Traceback" not in result.stderr
+
+
+def test_hydra_full_error_shows_the_traceback(tmp_path: Path) -> None:
+    args = ("fit", "model.vrnn.steps=0")
+    result = varsac(*args, cwd=tmp_path, data_dir=tmp_path, check=False, HYDRA_FULL_ERROR="1")
+    assert result.returncode == 1 and "Traceback" in result.stderr
 
 
 def test_2528_experiment_runs_through_the_localized_transformer(
@@ -146,7 +165,7 @@ def test_2528_experiment_runs_through_the_localized_transformer(
     (pyramids,) = (data_dir / "cluttered_mnist").glob("*/pyramids_2528")
     assert len(list(pyramids.glob("*/*.tif"))) == 16
     (run,) = run_dirs(tmp_path, "cluttered_mnist_2528")
-    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")
     cropper = state["varsac_config"]["model"]["cropper"]["_target_"]
     assert cropper.endswith("LocalizedSpatialTransformer")
     assert (run / "saccades" / "epoch_000.png").is_file()

@@ -4,8 +4,11 @@ from importlib.resources import files
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
+from varsac.checkpoint import CONFIG_KEY, load_checkpoint
 from varsac.train import instantiate_data_and_model
 
 EXPERIMENTS = sorted(
@@ -26,6 +29,9 @@ DATA_FOLDERS = {
 }
 
 
+GROUPS = ("data", "task", "model")
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_builds(
     experiment: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -38,6 +44,16 @@ def test_experiment_composes_and_builds(
     datamodule, model = instantiate_data_and_model(cfg)
     assert model.task.num_classes == datamodule.num_classes
     assert sum(p.numel() for p in model.parameters()) > 0
+    # What a checkpoint of this experiment holds beside Lightning's tensors and numbers (the
+    # CLI tests load whole ones): all of it loads as weights only.
+    stored = {
+        "hyper_parameters": dict(model.hparams),
+        "datamodule_hyper_parameters": dict(datamodule.hparams),
+        # the groups that test and predict rebuild (paths need a Hydra run to resolve)
+        CONFIG_KEY: {k: OmegaConf.to_container(cfg[k], resolve=True) for k in GROUPS},
+    }
+    torch.save(stored, tmp_path / "parts.ckpt")
+    assert load_checkpoint(tmp_path / "parts.ckpt") == stored
 
 
 @pytest.mark.parametrize("group", ["trainer=gpu", "logger=wandb", "logger=none", "task=sum"])

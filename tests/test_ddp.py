@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import SMALL, varsac
+from varsac.checkpoint import load_checkpoint
 
 TWO_CPU_PROCESSES = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 
@@ -30,7 +30,7 @@ def test_each_job_of_a_sweep_runs_on_two_ranks_in_its_own_directory(ddp_sweep: P
         # rank 1 re-ran this job (not the sweep) and logged into the same directory
         assert (job / "fit.log").is_file() and (job / "train_ddp_process_1.log").is_file()
         assert "run directory" in (job / "train_ddp_process_1.log").read_text()
-        state = torch.load(job / "checkpoints" / "last.ckpt", weights_only=False)
+        state = load_checkpoint(job / "checkpoints" / "last.ckpt")
         # 200 training samples in batches of 50, split over two ranks: two steps an epoch
         assert (state["epoch"], state["global_step"]) == (0, 2)
         assert state["varsac_config"]["seed"] == seed

@@ -23,7 +23,7 @@ from conftest import (
     varsac,
     write_photo_folder,
 )
-from varsac.data.photo_conversion import convert_photos, find_photos, stratified_split
+from varsac.data.photo_conversion import convert_photos, find_photos, stratified_split, summary
 from varsac.data.photo_index import INDEX_COLUMNS, IndexRow, read_index, write_index
 from varsac.data.photos import PhotoDataModule
 from varsac.errors import ConfigError
@@ -39,6 +39,24 @@ def solid_photo(path: Path, columns: list[tuple[int, tuple[int, int, int]]], hei
     path.parent.mkdir(parents=True, exist_ok=True)
     pyvips.Image.new_from_array(np.concatenate(stripes, axis=1)).pngsave(str(path))
     return path
+
+
+SMALL_CLASSES = ("cats", "dogs", "owls")
+
+
+def write_small_photo_set(root: Path, per_class: int) -> Path:
+    """``SMALL_CLASSES`` as class folders of ``per_class`` JPEGs each (``photo<i>.jpg``, a
+    colour per class with noise, 100 to 300 pixels a side). Returns ``root``."""
+    rng = np.random.default_rng(0)
+    for number, name in enumerate(SMALL_CLASSES):
+        (root / name).mkdir(parents=True)
+        colour = np.array([100 * number, 255 - 100 * number, 128])
+        for index in range(per_class):
+            width, height = rng.integers(100, 301, size=2)
+            pixels = (colour + rng.normal(0, 20, (height, width, 3))).clip(0, 255)
+            image = pyvips.Image.new_from_array(pixels.astype(np.uint8))
+            image.jpegsave(str(root / name / f"photo{index}.jpg"))
+    return root
 
 
 # ---------------------------------------------------------------------- conversion
@@ -75,7 +93,8 @@ def test_a_broken_photo_is_reported_by_path_and_the_rest_convert(
     assert failed == photo_folder / "animals" / "broken.jpg"
     assert "premature end of JPEG" in reason
     assert conversion.converted == PHOTOS and conversion.already_done == 0
-    assert conversion.ignored == [photo_folder / "notes.txt"]
+    ((outside, reason),) = conversion.skipped  # skipped: listed, but no failure
+    assert outside == photo_folder / "notes.txt" and reason.startswith("not in a class folder")
     assert partial_files(tmp_path) == []
 
 
@@ -198,6 +217,11 @@ def test_a_csv_of_paths_and_labels_is_an_input(photo_folder: Path, tmp_path: Pat
         (lambda root: _write(root / "x.csv", "file,class\na.jpg,b\n"), ConfigError, "path,label"),
         (lambda root: _write(root / "x.csv", "path,label\na.jpg,\n"), ConfigError, "line 2"),
         (
+            lambda root: _write(root / "x.csv", "path,label,split\na.jpg,b,test\nc.jpg,b,Test\n"),
+            ConfigError,
+            r"x\.csv line 3: split 'Test' is not one of train, val, test",
+        ),
+        (
             lambda root: _twins(root),
             ConfigError,
             r"both be converted to images/cats/a\.tif",
@@ -236,6 +260,79 @@ def test_the_split_is_stratified_seeded_and_stable_per_class() -> None:
     assert with_more[: len(labels)] == splits
     with pytest.raises(ConfigError, match="leave some for train"):
         stratified_split(labels, val=0.5, test=0.5, seed=0)
+
+
+def test_a_small_class_still_gives_each_split_a_photo() -> None:
+    labels = ["ant"] * 2 + ["bee"] * 3 + ["cat"] * 4 + ["dog"] * 9
+    counts = Counter(zip(labels, stratified_split(labels, 0.1, 0.2, seed=0), strict=True))
+    table = {name: [counts[name, s] for s in ("train", "val", "test")] for name in set(labels)}
+    # 2 photos are too few for one in each split; 9 keep round(9·0.1) = 1, round(9·0.2) = 2
+    assert table == {"ant": [2, 0, 0], "bee": [1, 1, 1], "cat": [2, 1, 1], "dog": [6, 1, 2]}
+    no_val = Counter(stratified_split(["bee"] * 3, 0, 0.2, seed=0))
+    assert no_val == {"train": 2, "test": 1}
+    assert stratified_split(["owl"], 0.3, 0.6, seed=0) == ["train"]  # one always trains
+    assert Counter(stratified_split(["yak"] * 4, 0.4, 0.5, seed=0)) == {
+        "train": 1,
+        "val": 2,
+        "test": 1,
+    }
+
+
+@pytest.mark.parametrize("per_class", [3, 4])
+def test_three_or_four_photos_a_class_give_one_to_val_and_one_to_test(
+    tmp_path: Path, per_class: int
+) -> None:
+    src = write_small_photo_set(tmp_path / "src", per_class)
+    conversion = convert_photos(src, tmp_path / "dst", size=32)  # val=0.1, test=0.2
+    counts = Counter((row.label, row.split) for row in conversion.rows)
+    for name in SMALL_CLASSES:
+        assert [counts[name, s] for s in ("train", "val", "test")] == [per_class - 2, 1, 1]
+    assert read_index(tmp_path / "dst") == conversion.rows
+
+
+def test_a_set_too_small_to_split_is_refused_in_one_line_before_converting(tmp_path: Path) -> None:
+    src = write_small_photo_set(tmp_path / "src", per_class=2)
+    with pytest.raises(ConfigError) as refused:
+        convert_photos(src, tmp_path / "dst", size=32)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert re.search(r"too small to split: .* no photo goes to val or test \(", message)
+    assert "smallest classes, by photos to draw: cats (2), dogs (2), owls (2)" in message
+    assert "add photos, or give the photos their split in a CSV's split column" in message
+    assert not (tmp_path / "dst").exists()
+
+
+def test_a_csv_split_column_is_kept_and_only_the_rest_drawn(tmp_path: Path) -> None:
+    src = write_small_photo_set(tmp_path / "src", per_class=4)
+    given = {"cats/photo0.jpg": "test", "cats/photo1.jpg": "test", "dogs/photo2.jpg": "val"}
+    given["owls/photo3.jpg"] = "train"
+    paths = [f"{name}/photo{index}.jpg" for name in SMALL_CLASSES for index in range(4)]
+    listing = src / "labels.csv"
+    listing.write_text(
+        "path,label,split\n"
+        + "".join(f"{path},{path.split('/')[0]},{given.get(path, '')}\n" for path in paths)
+    )
+    conversion = convert_photos(listing, tmp_path / "dst", size=32, val=0.1, test=0.2, seed=3)
+    split_of = {Path(row.source).relative_to(src).as_posix(): row.split for row in conversion.rows}
+    assert {path: split_of[path] for path in given} == given
+    undrawn = [path for path in paths if path not in given]
+    drawn = stratified_split([path.split("/")[0] for path in undrawn], 0.1, 0.2, seed=3)
+    assert [split_of[path] for path in undrawn] == drawn
+    # cats have 2 photos to draw (both train), dogs and owls 3 (one to each split)
+    assert Counter(drawn) == {"train": 2 + 1 + 1, "val": 1 + 1, "test": 1 + 1}
+    line = "split: 1 train / 1 val / 2 test from the CSV's split column, 8 drawn"
+    assert f"{line} (val=0.1, test=0.2, seed 3)\n" in summary(conversion, tmp_path / "dst")
+
+
+def test_a_csv_split_column_without_val_photos_is_refused_while_val_is_asked_for(
+    tmp_path: Path,
+) -> None:
+    src = write_small_photo_set(tmp_path / "src", per_class=1)
+    listing = src / "labels.csv"
+    listing.write_text("path,label,split\ncats/photo0.jpg,cats,train\ndogs/photo0.jpg,dogs,test\n")
+    with pytest.raises(ConfigError, match=r"no photo goes to val .*give some photos the split val"):
+        convert_photos(listing, tmp_path / "dst", size=32)
+    assert convert_photos(listing, tmp_path / "dst", size=32, val=0).rows  # none asked for
 
 
 # ---------------------------------------------------------------------- the datamodule
@@ -279,6 +376,25 @@ def test_a_missing_index_or_tiff_says_what_to_do(converted_photos: Path, tmp_pat
         datamodule.setup("validate")
 
 
+def test_an_index_with_an_empty_split_is_a_config_error(
+    converted_photos: Path, tmp_path: Path
+) -> None:
+    # as an older varsac wrote for a small set: no photo held out for validation
+    rows = [
+        replace(
+            r, path=str(converted_photos / r.path), split="train" if r.split == "val" else r.split
+        )
+        for r in read_index(converted_photos)
+    ]
+    write_index(tmp_path, rows)
+    datamodule = PhotoDataModule(str(tmp_path))
+    with pytest.raises(
+        ConfigError, match=r"index\.csv has no val photos: convert the photos again"
+    ) as error:
+        datamodule.setup("fit")
+    assert "\n" not in str(error.value)
+
+
 # ---------------------------------------------------------------------- the CLI
 
 
@@ -300,6 +416,7 @@ def test_convert_then_fit_mit5k_from_the_command_line(photo_folder: Path, tmp_pa
     assert convert.returncode == 1, convert.stderr
     summary = convert.stdout[convert.stdout.index("varsac data mit5k finished") :]
     assert re.search(r"people +2 +1 +1 +4\n", summary)  # train, val, test, total
+    assert f"split: {PHOTOS} drawn per class (val=0.25, test=0.25, seed 0)\n" in summary
     assert f"failed: {photo_folder / 'animals' / 'broken.jpg'}" in summary
     assert "1 photo(s) could not be converted" in convert.stderr
     fit = varsac(
@@ -307,3 +424,30 @@ def test_convert_then_fit_mit5k_from_the_command_line(photo_folder: Path, tmp_pa
         "model.crop_classifier.channels=[8,16]", "trainer.fast_dev_run=true", cwd=tmp_path,
     )  # fmt: skip
     assert "val/balanced_accuracy" in fit.stdout
+
+
+def test_twelve_photos_in_three_folders_convert_and_fit_with_the_default_split(
+    tmp_path: Path,
+) -> None:
+    # the user's case: round(4·0.1) = 0 val photos per class once made fit fail
+    src = write_small_photo_set(tmp_path / "src", per_class=4)
+    dst = tmp_path / "small"
+    varsac("data", "mit5k", f"src={src}", f"dst={dst}", "size=128", cwd=tmp_path)
+    assert Counter(row.split for row in read_index(dst)) == {"train": 6, "val": 3, "test": 3}
+    fit = varsac(
+        "fit", "experiment=mit5k", f"data.root={dst}", "data.classes=null",
+        "trainer.max_epochs=1", "data.batch_size=4", "model.crop_classifier.channels=[8,16]",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "val/balanced_accuracy" in fit.stdout and "test/accuracy" in fit.stdout
+
+
+def test_a_set_too_small_to_split_is_one_line_from_the_command_line(tmp_path: Path) -> None:
+    src = write_small_photo_set(tmp_path / "src", per_class=2)
+    refused = varsac(
+        "data", "mit5k", f"src={src}", f"dst={tmp_path / 'dst'}", cwd=tmp_path, check=False
+    )
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("varsac data mit5k: ") and "too small to split" in line
+    assert not (tmp_path / "dst").exists()

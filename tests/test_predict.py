@@ -9,20 +9,12 @@ import pytest
 import pyvips
 import torch
 
-from conftest import SMALL, varsac
+from conftest import varsac
+from varsac.checkpoint import load_checkpoint
 from varsac.predict import pixel_boxes, readable_as_is
 from varsac.pyramid import write_pyramid
 
 SAMPLES = "samples=4"
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
-    """A saccade model on 100² cluttered MNIST after one small epoch."""
-    cwd = tmp_path_factory.mktemp("fit")
-    varsac("fit", *SMALL, "trainer.max_epochs=1", cwd=cwd, data_dir=mnist_dir)
-    (run,) = (cwd / "outputs" / "cluttered_mnist").iterdir()
-    return run / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +50,7 @@ def test_predicts_every_readable_image_and_names_the_broken_one(
     result, run = predict(f"ckpt_path={checkpoint}", f"input={inputs}", SAMPLES, cwd=tmp_path)
     assert result.returncode == 1  # one image failed
     log = result.stdout + result.stderr
-    assert "broken.jpg" in log and "3 predicted, 1 failed;" in log
+    assert "broken.jpg" in log and "3 predicted, 1 failed, 1 skipped (not images);" in log
     table = rows(run)
     assert [Path(row["path"]).name for row in table] == ["a.jpg", "c.tif", "b.png"]
     for row in table:
@@ -69,6 +61,7 @@ def test_predicts_every_readable_image_and_names_the_broken_one(
         assert row["prediction"].startswith("{")  # two digits: a set
     document = json.loads((run / "predictions.json").read_text())
     assert list(document["failed"]) == [str(inputs / "broken.jpg")]
+    assert list(document["skipped"]) == [str(inputs / "notes.txt")]  # no image: listed, no failure
     assert set(document["seconds"]) == {"loading the model", "converting"}
     assert all(p["seconds"] > 0 for p in document["predictions"])
     sizes = {"a.jpg": (1000, 700), "c.tif": (1200, 1200), "b.png": (300, 300)}
@@ -119,7 +112,7 @@ def test_bad_inputs_are_named(checkpoint: Path, inputs: Path, tmp_path: Path) ->
     none, _ = predict(f"ckpt_path={checkpoint}", f"input={empty}", cwd=tmp_path)
     assert none.returncode != 0 and "no image files" in none.stderr
     # a model whose proxy is another image (a StarCraft minimap) cannot predict from the image
-    state = torch.load(checkpoint, weights_only=False)
+    state = load_checkpoint(checkpoint)
     state["varsac_data"]["proxy_from_image"] = False
     minimap_model = tmp_path / "minimap.ckpt"
     torch.save(state, minimap_model)
@@ -133,7 +126,7 @@ def test_boxes_become_pixels_of_the_original_image() -> None:
 
 
 def test_the_checkpoint_records_what_predict_needs(checkpoint: Path) -> None:
-    data = torch.load(checkpoint, weights_only=False)["varsac_data"]
+    data = load_checkpoint(checkpoint)["varsac_data"]
     assert data == {"class_names": None, "proxy_from_image": True}  # digits: named by index
 
 

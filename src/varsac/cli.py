@@ -8,6 +8,8 @@ so overrides, ``--cfg``, ``--help`` and ``-m`` work as in any Hydra app.
 
 import importlib
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -80,12 +82,15 @@ def task_function(module: str, function: str, title: str) -> Callable[[DictConfi
         from omegaconf.errors import MissingMandatoryValue
 
         from varsac.errors import ConfigError, JobFailed
+        from varsac.files import NoSpaceError
 
-        expected = (ConfigError, FileNotFoundError, InstantiationException, MissingMandatoryValue)
+        expected = (ConfigError, FileNotFoundError, MissingMandatoryValue, NoSpaceError)
         try:
             return getattr(importlib.import_module(module), function)(cfg)
-        except expected as error:
-            message = f"{title}: {error}"
+        except (*expected, InstantiationException) as error:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            message = f"{title}: {in_one_line(error)}"
         except SystemExit as stop:  # a stop with a message (a NaN loss); not an exit status
             if not isinstance(stop.code, str):
                 raise
@@ -96,6 +101,24 @@ def task_function(module: str, function: str, title: str) -> Callable[[DictConfi
         raise SystemExit(message)
 
     return run
+
+
+def in_one_line(error: Exception) -> str:
+    """The error's message on one line; for a constructor that refused a config value
+    (Hydra's InstantiationException), the config key and the constructor's own words."""
+    from hydra.errors import InstantiationException
+
+    cause = error.__cause__
+    if not isinstance(error, InstantiationException) or cause is None:
+        return " ".join(str(error).split())
+    said = " ".join(str(cause).split())
+    found = re.search(r"full_key: (\S+)", str(error))
+    if found is None:
+        return said
+    named = re.fullmatch(r"(\w+) (must .*)", said)  # "steps must be …" → model.vrnn.steps: …
+    if named:
+        return f"{found.group(1)}.{named.group(1)}: {named.group(2)}"
+    return f"{found.group(1)}: {said}"
 
 
 def main(argv: list[str] | None = None) -> None:

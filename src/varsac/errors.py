@@ -7,3 +7,11 @@ class ConfigError(ValueError):
 
 class JobFailed(RuntimeError):
     """A job of a multirun stopped with a message; Hydra records it as failed and goes on."""
+
+
+def check_at_least(**bounds: tuple[float, float]) -> None:
+    """``check_at_least(batch_size=(batch_size, 1), …)``: a ``ConfigError`` for the first
+    argument whose value lies below its lowest allowed value."""
+    for name, (value, lowest) in bounds.items():
+        if value < lowest:
+            raise ConfigError(f"{name} must be at least {lowest}, got {value}")

@@ -6,10 +6,13 @@ or is interrupted removes it; a process killed outright leaves it behind,
 and ``remove_partial_files`` clears such debris before work resumes.
 """
 
+import csv
+import errno
+import io
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -22,12 +25,29 @@ PARTIAL_SUFFIX = ".partial"
 # directory without it did not finish (varsac report relies on it).
 RESULTS_FILE = "results.json"
 
+# What a write gets when the disc is full, the user's quota is spent or a file-size limit
+# (ulimit -f) is reached.
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class NoSpaceError(OSError):
+    """A write that failed for want of space; the message names the file and what to do."""
+
+
+def is_out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` (an OSError, or a libvips error that only quotes the system's words)
+    says the disc, the quota or the file-size limit is full."""
+    if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:
+        return True
+    return any(os.strerror(code) in str(error) for code in NO_SPACE_ERRNOS)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path to write ``path``'s content to; renamed to ``path`` when the block ends.
 
-    If the block raises, the temporary file is removed and ``path`` is left as it was.
+    If the block raises, the temporary file is removed and ``path`` is left as it was; a
+    write that ran out of space raises ``NoSpaceError`` naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +55,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield partial
         os.replace(partial, path)
+    except Exception as error:
+        if not is_out_of_space(error) or isinstance(error, NoSpaceError):
+            raise
+        reason = " ".join(str(error).split())
+        raise NoSpaceError(
+            f"no space left to write {path} ({reason}); nothing half-written was kept: free "
+            "some space (or write elsewhere) and run the same command again"
+        ) from error
     finally:
         partial.unlink(missing_ok=True)
 
@@ -43,6 +71,18 @@ def replace_atomically(path: str | os.PathLike[str], write: Callable[[IO[bytes]]
     """Create or replace ``path`` with what ``write(file)`` writes, atomically."""
     with atomic_path(path) as partial, partial.open("xb") as handle:
         write(handle)
+
+
+def write_csv_atomically(
+    path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[object]]
+) -> None:
+    """Create or replace the CSV file ``path`` (``header``, then ``rows``), atomically."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    encoded = text.getvalue().encode()
+    replace_atomically(path, lambda handle: handle.write(encoded))
 
 
 def save_npz_atomically(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:

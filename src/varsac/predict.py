@@ -1,7 +1,11 @@
 """``varsac predict``: a trained model on your images: what it decided, how sure, where it looked.
 
-Inputs are image files of any size (JPEG, PNG, TIFF). Pyramid TIFFs are read
-directly; any other file is converted once to a pyramid TIFF under
+Inputs are image files of any size in any format the installed libvips reads
+(JPEG, PNG, TIFF, WebP, HEIF/AVIF, GIF, SVG…: ``varsac.image_files`` asks
+libvips, by content). A file libvips recognises but cannot decode, or one named
+like an image that holds none, failed (the command exits 1); a file that is no
+image is skipped; both are listed with the reason. Pyramid TIFFs are read
+directly; any other image is converted once to a pyramid TIFF under
 ``cache_dir`` and reused next time (the cache key holds the file's path, size
 and modification time, and the conversion settings). A saccade model averages
 the class probabilities of ``samples`` posterior samples and reports their
@@ -14,13 +18,13 @@ Outputs, in the run directory:
 
 - ``predictions.csv``: per image, the prediction, its probability and spread,
   and every class's probability;
-- ``predictions.json``: the same, and each glimpse's box in pixels of the
-  original image;
+- ``predictions.json``: the same, each glimpse's box in pixels of the original
+  image (upright, as its orientation tag turns it), and the ``failed`` and
+  ``skipped`` files with the reasons;
 - ``saccades/<image>.png``: the proxy and the image with numbered boxes, and
   the glimpses.
 """
 
-import csv
 import hashlib
 import io
 import json
@@ -37,21 +41,23 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from varsac.checkpoint import CONFIG_KEY, DATA_KEY, load_varsac_checkpoint
+from varsac.config_check import checked_arguments
 from varsac.data.photo_conversion import fit_square
 from varsac.data.pyramid_conversion import CONVERSION_ERRORS, as_srgb, convert_all
 from varsac.data.pyramid_dataset import read_proxies
-from varsac.errors import ConfigError
-from varsac.files import replace_atomically
+from varsac.errors import ConfigError, check_at_least
+from varsac.files import replace_atomically, write_csv_atomically
+from varsac.image_files import SortedFiles, readable_formats, sort_files
 from varsac.models.localized_spatial_transformer import LocalizedSpatialTransformer
 from varsac.models.saccader import Saccader
 from varsac.models.spatial_transformer import SpatialTransformer
 from varsac.pyramid import NotAPyramidWarning, PyramidTIFF, open_image, write_pyramid
-from varsac.train import CONFIG_KEY, DATA_KEY, run_dir
+from varsac.train import run_dir
 from varsac.viz import SaccadePicture, describe, draw_saccades
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 PICTURE_SIDE = 512  # pixels of the longer side of the image in the saccade pictures
 
 
@@ -69,6 +75,26 @@ class Prediction:
     seconds: float = 0.0  # reading the glimpses and predicting, conversion excluded
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """The options of ``varsac predict`` (conf/predict.yaml), of the types given here."""
+
+    ckpt_path: str
+    input: str
+    cache_dir: str
+    samples: int = 16
+    size: int | None = None
+    workers: int | None = None
+    device: str = "auto"
+    pictures: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_at_least(samples=(self.samples, 0))
+        if self.size is not None:
+            check_at_least(size=(self.size, 1))
+
+
 @dataclass
 class LoadedModel:
     """A checkpoint's model, its class names, and the proxy side and image channels it takes."""
@@ -79,27 +105,36 @@ class LoadedModel:
     channels: int
 
 
-def find_images(path: Path) -> list[Path]:
-    """``path`` itself, or the image files under the folder ``path`` (recursively, sorted)."""
+def find_images(path: Path) -> SortedFiles:
+    """The file ``path``, or the files under the folder ``path`` (recursively, sorted, hidden
+    files and folders left out), sorted into images, failed and skipped files."""
     if path.is_file():
-        return [path]
+        found = sort_files([path])
+        if not found.images:
+            (reason,) = {**found.failed, **found.skipped}.values()
+            raise FileNotFoundError(f"input={path}: {reason}")
+        return found
     if not path.is_dir():
         raise FileNotFoundError(f"input={path}: no such file or folder")
-    found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not found:
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    found = sort_files(files)
+    if not found.images:
+        rejected = {**found.failed, **found.skipped}
+        example = next((f" (e.g. {p.name}: {reason})" for p, reason in rejected.items()), "")
         raise FileNotFoundError(
-            f"input={path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder"
+            f"input={path}: no image files that libvips reads in this folder{example}; "
+            f"it reads {readable_formats()}"
         )
     return found
 
 
 def load_model(ckpt_path: Path, device: torch.device) -> LoadedModel:
     """The model of a varsac checkpoint, in eval mode on ``device``, with what it needs."""
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such file")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    if CONFIG_KEY not in checkpoint:
-        raise ConfigError(f"{ckpt_path} holds no varsac config: was it written by varsac fit?")
+    checkpoint = load_varsac_checkpoint(ckpt_path)
     cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
     data = checkpoint.get(DATA_KEY, {})
     if not data.get("proxy_from_image", True):
@@ -149,7 +184,7 @@ def convert(source: Path, target: Path, size: int | None, channels: int) -> None
 
 
 def pyramids_for(
-    sources: list[Path], cfg: DictConfig, channels: int
+    sources: list[Path], cfg: PredictOptions, channels: int
 ) -> tuple[dict[Path, Path], dict[Path, str]]:
     """({source: pyramid to read}, {source: why it failed}), converting what is not cached."""
     cache_dir = Path(cfg.cache_dir).expanduser()
@@ -218,14 +253,12 @@ def picture_name(source: Path, root: Path) -> str:
     return "__".join(relative.with_suffix("").parts) + ".png"
 
 
-def predict(cfg: DictConfig) -> None:
+def predict(config: DictConfig) -> None:
     """Predict every input image; write the tables and pictures; exit 1 if any image failed."""
-    if cfg.samples < 0:
-        raise ConfigError(f"samples must be ≥ 0, got {cfg.samples}")
-    if cfg.size is not None and cfg.size <= 0:
-        raise ConfigError(f"size must be positive or null, got {cfg.size}")
+    cfg = PredictOptions(**checked_arguments(PredictOptions, config))
     root = Path(cfg.input).expanduser()
-    sources = find_images(root)
+    found = find_images(root)
+    sources = found.images
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     )
@@ -235,6 +268,7 @@ def predict(cfg: DictConfig) -> None:
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
     pyramids, failures = pyramids_for(sources, cfg, loaded.channels)
+    failures = {**found.failed, **failures}
     seconds["converting"] = time.perf_counter() - started
     out = run_dir()
     predictions = []
@@ -245,14 +279,14 @@ def predict(cfg: DictConfig) -> None:
             prediction, picture = predict_file(loaded, source, pyramids[source], cfg.samples)
         except CONVERSION_ERRORS as error:
             failures[source] = " ".join(str(error).split())
-            log.warning("skipped %s: %s", source, failures[source])
+            log.warning("could not predict %s: %s", source, failures[source])
             continue
         if picture is not None and cfg.pictures:
             sheet = draw_saccades([picture], side=PICTURE_SIDE, glimpse_side=128)
             write_png(sheet, out / "saccades" / picture_name(source, root))
         predictions.append(prediction)
-    write_tables(predictions, failures, seconds, out, loaded.class_names)
-    log.info(summary(predictions, failures, seconds, out))
+    write_tables(predictions, failures, found.skipped, seconds, out, loaded.class_names)
+    log.info(summary(predictions, failures, found.skipped, seconds, out))
     if failures:
         raise SystemExit(1)
 
@@ -291,24 +325,24 @@ def write_png(picture: Image.Image, path: Path) -> None:
 def write_tables(
     predictions: list[Prediction],
     failures: dict[Path, str],
+    skipped: dict[Path, str],
     seconds: dict[str, float],
     out: Path,
     names: list[str],
 ) -> None:
-    """predictions.csv (a row per image) and predictions.json (with glimpses and failures)."""
-    rows = io.StringIO()
-    writer = csv.writer(rows)
-    writer.writerow(["path", "prediction", "probability", "spread", *names])
-    for p in predictions:
-        writer.writerow(
-            [p.path, p.prediction, f"{p.probability:.4f}", f"{p.spread:.4f}"]
-            + [f"{p.probabilities[name]:.4f}" for name in names]
-        )
-    encoded = rows.getvalue().encode()
-    replace_atomically(out / "predictions.csv", lambda handle: handle.write(encoded))
+    """predictions.csv (a row per image) and predictions.json (with glimpses, and the files
+    failed and skipped: {path: reason})."""
+    header = ["path", "prediction", "probability", "spread", *names]
+    rows = (
+        [p.path, p.prediction, f"{p.probability:.4f}", f"{p.spread:.4f}"]
+        + [f"{p.probabilities[name]:.4f}" for name in names]
+        for p in predictions
+    )
+    write_csv_atomically(out / "predictions.csv", header, rows)
     document = {
         "predictions": [asdict(p) for p in predictions],
         "failed": {str(k): v for k, v in failures.items()},
+        "skipped": {str(k): v for k, v in skipped.items()},
         "seconds": seconds,
     }
     encoded = json.dumps(document, indent=2).encode()
@@ -316,7 +350,11 @@ def write_tables(
 
 
 def summary(
-    predictions: list[Prediction], failures: dict[Path, str], seconds: dict[str, float], out: Path
+    predictions: list[Prediction],
+    failures: dict[Path, str],
+    skipped: dict[Path, str],
+    seconds: dict[str, float],
+    out: Path,
 ) -> str:
     lines = [f"varsac predict finished — run directory: {out}"]
     lines += [
@@ -326,9 +364,13 @@ def summary(
     if len(predictions) > 20:
         lines.append(f"  … and {len(predictions) - 20} more in predictions.csv")
     lines += [f"  FAILED {source}: {reason}" for source, reason in failures.items()]
+    lines += [f"  SKIPPED {path}: {reason}" for path, reason in list(skipped.items())[:20]]
+    if len(skipped) > 20:
+        lines.append(f"  … and {len(skipped) - 20} more skipped in predictions.json")
     per_image = sum(p.seconds for p in predictions) / max(len(predictions), 1)
     lines.append(
-        f"  {len(predictions)} predicted, {len(failures)} failed; model loaded in "
+        f"  {len(predictions)} predicted, {len(failures)} failed, {len(skipped)} skipped (not "
+        f"images); model loaded in "
         f"{seconds['loading the model']:.2f} s, conversions {seconds['converting']:.2f} s, "
         f"{per_image:.3f} s per image"
     )

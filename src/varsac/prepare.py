@@ -5,6 +5,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from varsac.config_check import checked_arguments
 from varsac.data import photo_conversion, sc2_recorder, starcraft_scenes
 from varsac.errors import ConfigError
 
@@ -18,16 +19,7 @@ def mit5k(cfg: DictConfig) -> None:
     listed); the index then holds the others.
     """
     conversion = photo_conversion.convert_photos(
-        cfg.src,
-        cfg.dst,
-        size=cfg.size,
-        fit=cfg.fit,
-        val=cfg.val,
-        test=cfg.test,
-        seed=cfg.seed,
-        workers=cfg.workers,
-        compression=cfg.compression,
-        quality=cfg.quality,
+        **checked_arguments(photo_conversion.convert_photos, cfg)
     )
     dst = Path(cfg.dst).expanduser()
     log.info("varsac data mit5k finished\n%s", photo_conversion.summary(conversion, dst))
@@ -44,25 +36,12 @@ def starcraft(cfg: DictConfig) -> None:
     dst = Path(cfg.dst).expanduser()
     if cfg.source == "generator":
         scenes = starcraft_scenes.generate_scenes(
-            dst,
-            cfg.n,
-            cfg.seed,
-            workers=cfg.workers,
-            frame_size=cfg.frame_size,
-            minimap_size=cfg.minimap_size,
-            max_count=cfg.max_count,
+            **checked_arguments(starcraft_scenes.generate_scenes, cfg)
         )
         log.info("varsac data starcraft finished\n%s", starcraft_scenes.summary(scenes, dst))
     elif cfg.source == "game":
         recorded = sc2_recorder.record_scenes(
-            dst,
-            cfg.n,
-            cfg.seed,
-            map_name=cfg.map,
-            frame_size=cfg.frame_size,
-            minimap_size=cfg.minimap_size,
-            max_count=cfg.max_count,
-            step_mul=cfg.step_mul,
+            **checked_arguments(sc2_recorder.record_scenes, cfg), map_name=cfg.map
         )
         log.info("varsac data starcraft finished: %d frames recorded into %s", recorded, dst)
     else:

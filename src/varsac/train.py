@@ -13,48 +13,31 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from varsac.checkpoint import CONFIG_KEY, CheckpointFiles, StoreConfig, load_checkpoint
+from varsac.config_check import check_config
 from varsac.errors import ConfigError
-from varsac.files import RESULTS_FILE, replace_atomically
+from varsac.files import RESULTS_FILE, NoSpaceError, remove_partial_files, replace_atomically
 from varsac.models.classifier import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEY = "varsac_config"  # where a checkpoint keeps the config that trained it
-DATA_KEY = "varsac_data"  # and what prediction needs of the data: class names, the proxy's source
-
-
-class StoreConfig(Callback):
-    """Puts the composed config into every checkpoint, so ``varsac test`` can rebuild the run,
-    and the class names and whether the proxy is the image's thumbnail, for ``varsac predict``."""
-
-    def __init__(self, cfg: DictConfig) -> None:
-        self.config = OmegaConf.to_container(cfg, resolve=True)
-
-    def on_save_checkpoint(
-        self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict
-    ) -> None:
-        checkpoint[CONFIG_KEY] = self.config
-        data = trainer.datamodule
-        checkpoint[DATA_KEY] = {
-            "class_names": getattr(data, "class_names", None),
-            "proxy_from_image": getattr(data, "proxy_from_image", True),
-        }
-
 
 def instantiate_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
-    """The datamodule and the model, their classes agreeing.
+    """The datamodule and the model, their classes agreeing, each config checked first.
 
     ``task.num_classes: null`` takes the number of classes from the datamodule.
     """
+    check_config(cfg.data, "data")
     datamodule = instantiate(cfg.data)
     data_classes = getattr(datamodule, "num_classes", None)
     if cfg.task.get("num_classes") is None:
         if data_classes is None:
             raise ConfigError("task.num_classes is null and the data does not say: set it")
         cfg.task.num_classes = data_classes
+    check_config(cfg.model, "model")
     model = instantiate(cfg.model)
     task_classes = model.task.num_classes
     if data_classes is not None and data_classes != task_classes:
@@ -68,13 +51,18 @@ def instantiate_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """Instantiate the datamodule, the model and the trainer with its callbacks and loggers.
 
-    Every logger gets the composed config as its hyperparameters.
+    Every value is checked against the signature it configures before it is instantiated
+    (``check_config``); every logger gets the composed config as its hyperparameters.
     """
+    for group in ("trainer", "callbacks", "logger"):
+        check_config(cfg.get(group), group)
     datamodule, model = instantiate_data_and_model(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks.append(StoreConfig(cfg))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[CheckpointFiles()]
+    )
     composed = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:  # none under fast_dev_run
         logger.log_hyperparams(composed)
@@ -94,7 +82,7 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
                 f"ckpt_path=last: no checkpoints/last.ckpt under {root}; "
                 "train first, or give ckpt_path=PATH"
             )
-        return str(found[-1].resolve())
+        path = found[-1]
     if not Path(path).is_file():
         raise ConfigError(f"ckpt_path={path}: no such file")
     return str(Path(path).resolve())
@@ -182,19 +170,23 @@ def fit(cfg: DictConfig) -> float | None:
     log.info("run directory: %s", run_dir())
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_checkpoint(cfg)
-    datamodule, model, trainer = build(cfg)
     if ckpt_path:
+        load_checkpoint(ckpt_path)  # refused with its name, as weights only, before anything runs
+        removed = remove_partial_files(Path(ckpt_path).parent)
+        if removed:
+            log.info("removed %d partial checkpoint(s) of a run that was killed", removed)
         log.info("resuming from %s", ckpt_path)
+    datamodule, model, trainer = build(cfg)
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    except NonFiniteLossError as error:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except (NonFiniteLossError, NoSpaceError) as error:
         last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
         good = str(last) if last.exists() else ckpt_path
         kept = f"the last good checkpoint is {good}" if good else "no checkpoint was written yet"
         raise SystemExit(f"varsac fit stopped: {error}\n{kept}") from None
     results, checkpoints = scalars(trainer.callback_metrics), checkpoint_paths(trainer)
     if cfg.get("test_after_fit") and not trainer.fast_dev_run:
-        trainer.test(model, datamodule=datamodule, ckpt_path="best")
+        trainer.test(model, datamodule=datamodule, ckpt_path="best", weights_only=True)
         results.update(scalars(trainer.callback_metrics))
     finish(trainer, "varsac fit finished", results, checkpoints)
     return results.get("val/accuracy_best")
@@ -205,7 +197,7 @@ def test(cfg: DictConfig) -> float | None:
     """Evaluate ``ckpt_path`` on the test split, with the data and model it was trained with."""
     ckpt_path = resolve_checkpoint(cfg)
     log.info("run directory: %s", run_dir())
-    stored = torch.load(ckpt_path, map_location="cpu", weights_only=False).get(CONFIG_KEY)
+    stored = load_checkpoint(ckpt_path).get(CONFIG_KEY)
     if stored is None:
         log.warning(
             "%s holds no varsac config; using the data and model of this command", ckpt_path
@@ -214,7 +206,7 @@ def test(cfg: DictConfig) -> float | None:
         cfg = with_checkpoint_config(cfg, OmegaConf.create(stored))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
-    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     results = scalars(trainer.callback_metrics)
     finish(trainer, f"varsac test of {ckpt_path}", results, {})
     return results.get("test/accuracy")

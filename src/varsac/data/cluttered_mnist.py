@@ -31,6 +31,7 @@ from varsac.data import SPLITS
 from varsac.data.mnist import DIGIT_SIZE, NUM_CLASSES, load_mnist
 from varsac.data.pyramid_dataset import read_proxies
 from varsac.data.splits import SplitDataModule
+from varsac.errors import check_at_least
 from varsac.files import replace_atomically, save_npz_atomically
 from varsac.pyramid import PyramidTIFF, write_pyramid
 
@@ -444,9 +445,7 @@ class ClutteredMNISTDataModule(SplitDataModule):
             "proxy_size": (proxy_size, 1),
             "proxy_noise": (proxy_noise, 0.0),
         }
-        for name, (value, lowest) in lower_bounds.items():
-            if value < lowest:
-                raise ValueError(f"{name} must be at least {lowest}, got {value}")
+        check_at_least(**lower_bounds)
         if proxy_size > canvas_size:
             raise ValueError(
                 f"proxy_size must be at most canvas_size={canvas_size}, got {proxy_size}"

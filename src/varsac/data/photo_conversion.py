@@ -1,7 +1,10 @@
 """Convert a folder of large photos (MIT-Adobe FiveK or your own) into pyramid TIFFs, once.
 
 Input: class folders ``SRC/<class>/…/<photo>`` or a CSV of ``path,label``
-(paths relative to the CSV's folder, or absolute). JPEG, PNG and TIFF are read.
+(paths relative to the CSV's folder, or absolute) and optionally ``split``
+(``train``, ``val`` or ``test``, in lower case; empty: drawn). Photos are the
+files libvips recognises as images by their content (``varsac.image_files``):
+JPEG, PNG, TIFF, WebP, HEIF/AVIF, GIF, SVG…, whatever the installed libvips reads.
 
 Each photo becomes ``DST/images/<its path under SRC>.tif``, a ``size``² pyramid
 TIFF of 8-bit sRGB:
@@ -18,10 +21,21 @@ TIFF of 8-bit sRGB:
   the shorter side to size and keeps the centre; ``pad`` scales the longer side
   to size and pads the rest with black. The camera's orientation tag is applied.
 
-Then ``DST/index.csv`` (``photo_index``) lists every converted photo with a
-split drawn per class (stratified) from ``seed``. Every file is written
-atomically; a rerun converts only the photos not converted yet; a photo that
-cannot be read is reported by path and skipped.
+Then ``DST/index.csv`` (``photo_index``) lists every converted photo with its
+split: the one the CSV's ``split`` column gives it (a benchmark's own split),
+else one drawn per class (stratified) from ``seed`` among the class's photos
+without one: ``round(n·test)`` to test, ``round(n·val)`` to val, at least one of
+each from a class of three or more (when the fraction is above 0), and always
+at least one to train. A set whose train split, or val or test split asked
+for, would be empty is refused before anything converts. Every file is written
+atomically; a rerun converts only the photos not converted yet.
+
+A file that is not converted is listed with the reason in the summary and in
+``DST/not_converted.csv`` (``path,outcome,reason``): ``failed``, a photo that
+cannot be decoded (truncated) or a file named like an image that holds none
+(an empty ``x.jpg``; any file a CSV lists that is no image), and the command
+exits 1; or ``skipped``, a file that is no image (``notes.txt``) or lies outside
+the class folders, which alone does not fail the command.
 """
 
 import csv
@@ -42,17 +56,21 @@ from varsac.data import SPLITS, check_split_fractions
 from varsac.data.photo_index import IndexRow, write_index
 from varsac.data.pyramid_conversion import as_srgb, convert_all
 from varsac.errors import ConfigError
-from varsac.files import remove_partial_files, settings_changed
+from varsac.files import remove_partial_files, settings_changed, write_csv_atomically
+from varsac.image_files import readable_formats, sort_files
 from varsac.pyramid import COMPRESSIONS, open_image, write_pyramid
 
 log = logging.getLogger(__name__)
 
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 FITS = ("resize", "crop", "pad")
 IMAGES_DIR = "images"
 PARAMS_NAME = "conversion.json"
+NOT_CONVERTED_NAME = "not_converted.csv"
+OUTSIDE_CLASS_FOLDERS = "not in a class folder SRC/<class>/"
 # Bump when a conversion would write different pixels for the same settings.
 FORMAT_VERSION = 1
+# A class with this many photos to draw gives each split (with a fraction above 0) one.
+MIN_PHOTOS_TO_SPLIT = 3
 
 
 @dataclass(frozen=True)
@@ -62,37 +80,61 @@ class Photo:
     source: Path
     label: str
     target: str  # relative to DST, e.g. images/animals/a0001.tif
+    split: str | None = None  # from the CSV's split column; None: to be drawn
+
+
+@dataclass(frozen=True)
+class SplitOrigin:
+    """Where the converted photos' splits came from: the CSV's split column, or a draw."""
+
+    given: dict[str, int]  # split name → photos whose split the CSV's split column gave
+    drawn: int  # photos whose split was drawn
+    val: float  # the fractions and seed the draw used
+    test: float
+    seed: int
 
 
 @dataclass
 class Conversion:
-    """What a conversion did: what it converted, found done, could not read or ignored."""
+    """What a conversion did: what it converted, found done, failed or skipped."""
 
     rows: list[IndexRow]  # every photo converted (now or before), as written to the index
     converted: int
     already_done: int
-    failures: list[tuple[Path, str]]  # (photo, reason)
-    ignored: list[Path] = field(default_factory=list)  # files that are not JPEG, PNG or TIFF
+    split_origin: SplitOrigin
+    failures: list[tuple[Path, str]]  # (photo, reason): no image in it, or not converted
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason): no photo
     seconds: float = 0.0
 
 
 # ---------------------------------------------------------------------- finding the photos
 
 
-def find_photos(src: Path) -> tuple[list[Photo], list[Path]]:
-    """The photos of ``src`` (class folders or a CSV), sorted by target; and the files ignored.
+def find_photos(src: Path) -> tuple[list[Photo], dict[Path, str], dict[Path, str]]:
+    """The photos of ``src`` (class folders or a CSV), sorted by target; and the files that
+    failed and that were skipped, {path: reason} (``varsac.image_files``).
 
-    Two photos that would land on the same target are an error naming both.
+    A file that a CSV lists and that is no image failed: the CSV says it is a photo. Two
+    photos that would land on the same target are an error naming both.
     """
     if not src.exists():
         raise FileNotFoundError(
             f"src={src} does not exist: give a folder of class folders or a CSV"
         )
-    photos, ignored = _photos_in_csv(src) if src.is_file() else _photos_in_folders(src)
+    listed = src.is_file()
+    candidates, outside = _photos_in_csv(src) if listed else _photos_in_folders(src)
+    found = sort_files(photo.source for photo in candidates)
+    images = set(found.images)
+    photos = [photo for photo in candidates if photo.source in images]
+    skipped = dict.fromkeys(outside, OUTSIDE_CLASS_FOLDERS)
+    if listed:  # the CSV says that every file it lists is a photo: one that is not failed
+        failed = found.failed | found.skipped
+    else:
+        failed, skipped = found.failed, skipped | found.skipped
     if not photos:
         raise ConfigError(
-            f"no photos found in {src}: expected class folders SRC/<class>/<photo> of "
-            f"{', '.join(PHOTO_SUFFIXES)}, or a CSV with columns path,label"
+            f"no photos found in {src}: expected class folders SRC/<class>/<photo> of images "
+            f"libvips reads ({readable_formats()}), or a CSV with columns path,label"
         )
     by_target: dict[str, Photo] = {}
     for photo in photos:
@@ -102,11 +144,8 @@ def find_photos(src: Path) -> tuple[list[Photo], list[Path]]:
                 f"{other.source} and {photo.source} would both be converted to {photo.target}: "
                 "rename one of them (or list each photo once)"
             )
-    return sorted(photos, key=lambda p: p.target), ignored
-
-
-def _is_photo(path: Path) -> bool:
-    return path.suffix.lower() in PHOTO_SUFFIXES
+    photos.sort(key=lambda p: p.target)
+    return photos, dict(sorted(failed.items())), dict(sorted(skipped.items()))
 
 
 def _target(relative: Path) -> str:
@@ -114,17 +153,15 @@ def _target(relative: Path) -> str:
 
 
 def _photos_in_folders(src: Path) -> tuple[list[Photo], list[Path]]:
-    photos, ignored = [], []
+    """Every file under SRC/<class>/ as a photo of that class (whether it is an image is
+    checked later), and the files of SRC itself, outside any class; hidden files left out."""
+    photos = []
     for folder in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            if path.name.startswith("."):
-                continue
-            if _is_photo(path):
+            if not path.name.startswith("."):
                 photos.append(Photo(path, folder.name, _target(path.relative_to(src))))
-            else:
-                ignored.append(path)
-    ignored += sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith("."))
-    return photos, ignored
+    outside = sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith("."))
+    return photos, outside
 
 
 def _photos_in_csv(src: Path) -> tuple[list[Photo], list[Path]]:
@@ -140,6 +177,12 @@ def _photos_in_csv(src: Path) -> tuple[list[Photo], list[Path]]:
         path, label = (row["path"] or "").strip(), (row["label"] or "").strip()
         if not path or not label:
             raise ConfigError(f"{src} line {line}: both path and label are needed")
+        split = (row.get("split") or "").strip() or None  # no column, or an empty cell: drawn
+        if split is not None and split not in SPLITS:
+            raise ConfigError(
+                f"{src} line {line}: split {split!r} is not one of {', '.join(SPLITS)} "
+                "(leave it empty to have one drawn)"
+            )
         source = Path(path).expanduser()
         source = source if source.is_absolute() else src.parent / source
         try:
@@ -147,16 +190,37 @@ def _photos_in_csv(src: Path) -> tuple[list[Photo], list[Path]]:
         except ValueError:  # outside the CSV's folder: named after the file and its folder
             digest = zlib.crc32(str(source.resolve()).encode())
             relative = Path("external") / f"{source.stem}-{digest:08x}{source.suffix}"
-        photos.append(Photo(source, label, _target(relative)))
+        photos.append(Photo(source, label, _target(relative), split))
     return photos, []
 
 
 # ---------------------------------------------------------------------- the split
 
 
+def _held_out_counts(n: int, val: float, test: float) -> tuple[int, int]:
+    """(test, val): how many of a class's ``n`` photos to draw go to test and to val.
+
+    ``round(n·test)`` and ``round(n·val)``; a class of ``MIN_PHOTOS_TO_SPLIT`` or more gives
+    at least one photo to each of test and val whose fraction is above 0; and at least one
+    photo always stays for training.
+    """
+    n_test, n_val = round(n * test), round(n * val)
+    if n >= MIN_PHOTOS_TO_SPLIT:
+        n_test, n_val = max(n_test, int(test > 0)), max(n_val, int(val > 0))
+    # Large fractions (or the minimums) can hold out every photo: take back from the larger
+    # held-out split, so that a class of three keeps one photo in each split.
+    while n_test + n_val > max(n - 1, 0):
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return n_test, n_val
+
+
 def stratified_split(labels: Sequence[str], val: float, test: float, seed: int) -> list[str]:
     """A split name per label: in each class, a seeded shuffle gives ``round(n·test)`` photos
-    to test, ``round(n·val)`` to val and the rest to train.
+    to test, ``round(n·val)`` to val and the rest to train (but at least one to each split
+    from a class of ``MIN_PHOTOS_TO_SPLIT`` or more, and always one to train).
 
     A class's draw depends only on the seed, its name and its photos in order,
     so adding a class leaves the split of the others as it was.
@@ -167,10 +231,46 @@ def stratified_split(labels: Sequence[str], val: float, test: float, seed: int) 
         members = [i for i, other in enumerate(labels) if other == label]
         rng = np.random.default_rng([seed, zlib.crc32(label.encode())])
         order = rng.permutation(members)
-        n_test, n_val = round(len(members) * test), round(len(members) * val)
+        n_test, n_val = _held_out_counts(len(members), val, test)
         for rank, index in enumerate(order):
             splits[index] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
     return splits
+
+
+def split_photos(photos: Sequence[Photo], val: float, test: float, seed: int) -> list[str]:
+    """A split name per photo: the one the CSV's split column gave it, else one drawn by
+    ``stratified_split`` among the photos of its class that have none."""
+    drawn = iter(stratified_split([p.label for p in photos if p.split is None], val, test, seed))
+    return [next(drawn) if photo.split is None else photo.split for photo in photos]
+
+
+def check_every_split_has_photos(
+    src: Path, photos: Sequence[Photo], splits: Sequence[str], val: float, test: float
+) -> None:
+    """Refuse, in one line, a set whose train split, or val or test split with a fraction
+    above 0, would be empty (``splits``: one per photo): fitting needs train and val photos,
+    testing needs test photos."""
+    counts = Counter(splits)
+    fractions = {"train": 1 - val - test, "val": val, "test": test}
+    empty = [split for split in SPLITS if fractions[split] > 0 and not counts[split]]
+    if not empty:
+        return
+    to_draw = Counter(photo.label for photo in photos if photo.split is None)
+    if to_draw:
+        smallest = sorted(to_draw.items(), key=lambda item: (item[1], item[0]))[:3]
+        named = ", ".join(f"{label} ({n})" for label, n in smallest)
+        reason = (
+            f"its smallest classes, by photos to draw: {named}; a class needs "
+            f"{MIN_PHOTOS_TO_SPLIT} to give each split one"
+        )
+        advice = "add photos, or give the photos their split in a CSV's split column"
+    else:
+        reason = "every photo has its split from the CSV's split column"
+        advice = f"give some photos the split {' or '.join(empty)} in the CSV"
+    raise ConfigError(
+        f"{src} is too small to split: with val={val}, test={test} no photo goes to "
+        f"{' or '.join(empty)} ({reason}): {advice}"
+    )
 
 
 # ---------------------------------------------------------------------- one photo
@@ -224,8 +324,9 @@ def convert_photos(
         raise ConfigError(f"size must be at least 16 pixels, got {size}")
     if compression not in COMPRESSIONS:
         raise ConfigError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-    photos, ignored = find_photos(src)
-    splits = stratified_split([p.label for p in photos], val, test, seed)
+    photos, unreadable, skipped = find_photos(src)
+    splits = split_photos(photos, val, test, seed)
+    check_every_split_has_photos(src, photos, splits, val, test)
     dst.mkdir(parents=True, exist_ok=True)
     settings = {"format_version": FORMAT_VERSION, "size": size, "fit": fit}
     changed = settings_changed(dst / PARAMS_NAME, settings)
@@ -251,24 +352,36 @@ def convert_photos(
     failures = convert_all([(p.source, dst / p.target) for p in todo], convert, workers, "photo")
     seconds = time.perf_counter() - start
 
-    rows = [
-        IndexRow(photo.target, photo.label, split, str(photo.source))
+    kept = [
+        (photo, split)
         for photo, split in zip(photos, splits, strict=True)
         if photo.source not in failures
     ]
+    rows = [IndexRow(photo.target, photo.label, split, str(photo.source)) for photo, split in kept]
     write_index(dst, rows)
+    write_not_converted(dst, unreadable | failures, skipped)
+    given = Counter(photo.split for photo, _ in kept if photo.split is not None)
+    split_origin = SplitOrigin(
+        given={split: given[split] for split in SPLITS},
+        drawn=sum(photo.split is None for photo, _ in kept),
+        val=val,
+        test=test,
+        seed=seed,
+    )
     return Conversion(
         rows=rows,
         converted=len(todo) - len(failures),
         already_done=already_done,
-        failures=sorted(failures.items()),
-        ignored=ignored,
+        split_origin=split_origin,
+        failures=sorted((unreadable | failures).items()),
+        skipped=sorted(skipped.items()),
         seconds=seconds,
     )
 
 
 def summary(conversion: Conversion, dst: Path) -> str:
-    """Counts per class and split, what was converted, and what failed, as text."""
+    """Counts per class and split, where the split came from, what was converted, and what
+    failed or was skipped and why, as text."""
     counts = Counter((row.label, row.split) for row in conversion.rows)
     classes = sorted({row.label for row in conversion.rows})
     table = {name: [counts[name, split] for split in SPLITS] for name in classes}
@@ -277,17 +390,33 @@ def summary(conversion: Conversion, dst: Path) -> str:
     lines = [f"  {'class':<{width}}" + "".join(f"{s:>8}" for s in (*SPLITS, "total"))]
     for name, row in table.items():
         lines.append(f"  {name:<{width}}" + "".join(f"{n:>8}" for n in (*row, sum(row))))
+    origin = conversion.split_origin
+    draw = f"(val={origin.val}, test={origin.test}, seed {origin.seed})"
+    if any(origin.given.values()):
+        given = " / ".join(f"{origin.given[split]} {split}" for split in SPLITS)
+        lines.append(f"split: {given} from the CSV's split column, {origin.drawn} drawn {draw}")
+    else:
+        lines.append(f"split: {origin.drawn} drawn per class {draw}")
     rate = conversion.converted / conversion.seconds if conversion.seconds else 0.0
     lines.append(
         f"converted {conversion.converted} photo(s) in {conversion.seconds:.1f} s "
         f"({rate:.2f} per second), {conversion.already_done} converted before, "
-        f"{len(conversion.failures)} failed; index: {dst / 'index.csv'}"
+        f"{len(conversion.failures)} failed, {len(conversion.skipped)} skipped; "
+        f"index: {dst / 'index.csv'}"
     )
-    if conversion.ignored:
-        shown = ", ".join(str(p) for p in conversion.ignored[:5])
-        more = f" and {len(conversion.ignored) - 5} more" if len(conversion.ignored) > 5 else ""
-        lines.append(
-            f"ignored {len(conversion.ignored)} file(s) that are not photos: {shown}{more}"
-        )
     lines += [f"failed: {path}: {reason}" for path, reason in conversion.failures]
+    lines += [f"skipped: {path}: {reason}" for path, reason in conversion.skipped[:20]]
+    if len(conversion.skipped) > 20:
+        lines.append(f"… and {len(conversion.skipped) - 20} more skipped")
+    if conversion.failures or conversion.skipped:
+        lines.append(f"files not converted, and why: {dst / NOT_CONVERTED_NAME}")
     return "\n".join(lines)
+
+
+def write_not_converted(dst: Path, failures: dict[Path, str], skipped: dict[Path, str]) -> None:
+    """``dst/not_converted.csv``, atomically: ``path,outcome,reason`` for every file of SRC
+    not converted, the failed (sorted) then the skipped; only the header when there are none,
+    so that no list from an earlier run stays behind."""
+    rows = [(str(path), "failed", reason) for path, reason in sorted(failures.items())]
+    rows += [(str(path), "skipped", reason) for path, reason in sorted(skipped.items())]
+    write_csv_atomically(dst / NOT_CONVERTED_NAME, ("path", "outcome", "reason"), rows)

@@ -6,14 +6,13 @@ name), ``split`` (train, val or test) and ``source`` (the photo it came from).
 """
 
 import csv
-import io
 import os
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 from varsac.data import SPLITS
-from varsac.files import replace_atomically
+from varsac.files import write_csv_atomically
 
 INDEX_NAME = "index.csv"
 
@@ -33,12 +32,8 @@ INDEX_COLUMNS = tuple(field.name for field in fields(IndexRow))
 
 def write_index(root: str | os.PathLike[str], rows: Sequence[IndexRow]) -> Path:
     """Write ``root/index.csv`` atomically; return its path."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(INDEX_COLUMNS)
-    writer.writerows(astuple(row) for row in rows)
     path = Path(root) / INDEX_NAME
-    replace_atomically(path, lambda handle: handle.write(text.getvalue().encode()))
+    write_csv_atomically(path, INDEX_COLUMNS, (astuple(row) for row in rows))
     return path
 
 

@@ -15,6 +15,7 @@ import torch
 from varsac.data.photo_index import INDEX_NAME, read_index
 from varsac.data.pyramid_dataset import PyramidDataset, read_proxies
 from varsac.data.splits import SplitDataModule
+from varsac.errors import ConfigError
 from varsac.pyramid import PyramidTIFF
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,11 @@ class PhotoDataModule(SplitDataModule):
         fitting level) and class indices."""
         root = Path(self.hparams.root)
         rows = [row for row in self.rows if row.split == split]
-        if not rows:
-            raise ValueError(
-                f"{root / INDEX_NAME} has no {split} photos: convert more photos, or convert "
-                "again with larger split fractions"
+        if not rows:  # an index written by hand or by an older varsac
+            raise ConfigError(
+                f"{root / INDEX_NAME} has no {split} photos: convert the photos again with "
+                "`varsac data mit5k` (it gives every split photos, or says what is missing), "
+                f"or give some photos the split {split} in the index"
             )
         paths = [root / row.path for row in rows]
         missing = [path for path in paths if not path.is_file()]

@@ -15,6 +15,8 @@ from pathlib import Path
 import pyvips
 from tqdm import tqdm
 
+from varsac.files import NoSpaceError
+
 log = logging.getLogger(__name__)
 
 # What converting an image that cannot be read or converted raises.
@@ -25,8 +27,9 @@ def as_srgb(image: pyvips.Image) -> pyvips.Image:
     """8-bit sRGB with three bands.
 
     An embedded ICC profile converts the pixels to sRGB (relative
-    colorimetric); without one they are taken as sRGB, greyscale is copied into
-    three channels and 16-bit samples keep their high byte (v ↦ ⌊v / 256⌋).
+    colorimetric); without one they are taken as sRGB (CMYK goes through
+    libvips's own CMYK profile), greyscale and palette images (GIF) become three
+    channels and 16-bit samples keep their high byte (v ↦ ⌊v / 256⌋).
     Transparency is flattened onto black.
     """
     if image.hasalpha():
@@ -50,7 +53,8 @@ def convert_all(
     """Run ``convert(source, target)`` for every job on ``workers`` threads (None: one per core).
 
     Returns {source: reason} for the sources that failed with ``CONVERSION_ERRORS``
-    (each also logged); any other error stops the conversion and is raised.
+    (each also logged); any other error, and a full disc (``NoSpaceError``), stops the
+    conversion and is raised.
     """
     failed: list[tuple[Path, Path]] = []
     pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
@@ -58,6 +62,8 @@ def convert_all(
         futures = {pool.submit(convert, *job): job for job in jobs}
         for future in tqdm(as_completed(futures), total=len(jobs), desc="converting", unit=unit):
             error = future.exception()
+            if isinstance(error, NoSpaceError):  # every image after it would fail the same way
+                raise error
             if isinstance(error, CONVERSION_ERRORS):
                 failed.append(futures[future])
             elif error is not None:
@@ -68,7 +74,9 @@ def convert_all(
     for source, target in failed:
         try:
             convert(source, target)
+        except NoSpaceError:
+            raise
         except CONVERSION_ERRORS as error:
             failures[source] = " ".join(str(error).split())
-            log.warning("skipped %s: %s", source, failures[source])
+            log.warning("could not convert %s: %s", source, failures[source])
     return failures

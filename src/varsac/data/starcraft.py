@@ -4,7 +4,9 @@ A folder in the layout of the authors' recorder (and of ``varsac data
 starcraft``) holds ``predictions.csv``, one row per frame, with at least the
 columns ``fullscreen_img`` (the frame, any size; 1024² in the paper),
 ``minimap_img`` (the minimap, 64²) and ``marine_count``; paths are relative to
-the folder. Other columns (other units' counts) are kept on the dataset.
+the folder; both are images in any format libvips reads (PNG from the
+recorder; JPEG, WebP…). Other columns (other units' counts) are kept on the
+dataset.
 
 Frames with ``max_count + 1`` or more marines are dropped (the paper: at most 22
 of a unit type); the labels are the counts 0..max_count. Frames are converted
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyvips
 import torch
 from PIL import Image
 from torch.utils.data import Sampler, WeightedRandomSampler
@@ -44,6 +47,8 @@ from varsac.data.starcraft_layout import (
     MAX_COUNT,
     MINIMAP_COLUMN,
 )
+from varsac.errors import check_at_least
+from varsac.image_files import check_file
 from varsac.pyramid import PyramidTIFF, open_image, write_pyramid
 
 log = logging.getLogger(__name__)
@@ -110,14 +115,27 @@ def contiguous_split(n: int, val: float, test: float) -> list[str]:
 
 
 def read_minimaps(paths: Sequence[Path], size: int) -> torch.Tensor:
-    """(N, 3, size, size) float32 in [0, 1]: each minimap as RGB, resized (bilinear) if needed."""
+    """(N, 3, size, size) float32 in [0, 1]: each minimap as 8-bit sRGB (any image libvips
+    reads, as ``as_srgb`` maps it), resized (bilinear) if needed.
+
+    A minimap that is no image libvips reads is an error naming it and why.
+    """
+    # checked one after another: the check clears libvips's error buffer, shared by threads
+    for path in paths:
+        check = check_file(path)
+        if not check.is_image:
+            raise ValueError(f"the minimap {path} cannot be read: {check.reason}")
 
     def one(path: Path) -> np.ndarray:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(rgb)
+        image = as_srgb(open_image(path))
+        # a region fetch decodes in this thread, not on a libvips thread pool of its own:
+        # the minimaps are small and this pool already keeps the cores busy
+        pixels = pyvips.Region.new(image).fetch(0, 0, image.width, image.height)
+        rgb = np.frombuffer(pixels, np.uint8).reshape(image.height, image.width, 3)
+        if rgb.shape[:2] != (size, size):
+            # PIL's bilinear resize, as before libvips decoded the minimaps: the same proxies
+            rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
+        return rgb
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         arrays = list(pool.map(one, paths))
@@ -173,15 +191,12 @@ class StarCraftDataModule(SplitDataModule):
         workers: int | None = None,
     ) -> None:
         super().__init__()
-        if max_count < 0:
-            raise ValueError(f"max_count must be at least 0, got {max_count}")
-        for name, value, lowest in (
-            ("proxy_size", proxy_size, 1),
-            ("batch_size", batch_size, 1),
-            ("num_workers", num_workers, 0),
-        ):
-            if value < lowest:
-                raise ValueError(f"{name} must be at least {lowest}, got {value}")
+        check_at_least(
+            max_count=(max_count, 0),
+            proxy_size=(proxy_size, 1),
+            batch_size=(batch_size, 1),
+            num_workers=(num_workers, 0),
+        )
         root, pyramid_dir = str(Path(root).expanduser()), str(Path(pyramid_dir).expanduser())
         self.save_hyperparameters(logger=False)  # the loggers get the composed config instead
         self.frames = read_frames(Path(root), max_count, val, test)

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
+from varsac.errors import check_at_least
+
 
 @dataclass
 class Rollout:
@@ -143,6 +145,7 @@ class VRNN(nn.Module):
         likelihood: str = "bernoulli",
     ) -> None:
         super().__init__()
+        check_at_least(steps=(steps, 1), hidden_dim=(hidden_dim, 1), feature_dim=(feature_dim, 1))
         if latent_dim < 3:
             raise ValueError(f"latent_dim must be at least 3 (scale, x, y), got {latent_dim}")
         self.steps = steps
