@@ -1,16 +1,21 @@
 """The saccade model's parts: KL, crops, gradients, objective, NaN guard."""
 
 import functools
+import itertools
 
+import lightning as L
 import pytest
 import torch
 from torch.distributions import Normal
+from torch.utils.data import DataLoader
 
+from varsac.errors import ConfigError
 from varsac.models.classifier import NonFiniteLossError
 from varsac.models.crop_classifier import CropClassifier
 from varsac.models.full_image import FullImageClassifier
 from varsac.models.proxy_encoder import ProxyEncoder
 from varsac.models.saccader import Saccader
+from varsac.models.schedules import warmup_cosine
 from varsac.models.spatial_transformer import (
     SpatialTransformer,
     crop_boxes,
@@ -24,7 +29,15 @@ def tiny_saccader(**kwargs) -> Saccader:
     torch.manual_seed(0)
     return Saccader(
         proxy_encoder=ProxyEncoder(1, 16, channels=(8, 16), feature_dim=32),
-        vrnn=VRNN(32, 1, 16, steps=3, hidden_dim=32, fixed_variance=kwargs.pop("fixed", None)),
+        vrnn=VRNN(
+            32,
+            1,
+            16,
+            steps=3,
+            hidden_dim=32,
+            fixed_variance=kwargs.pop("fixed", None),
+            glimpse_dim=kwargs.pop("glimpse_dim", 0),
+        ),
         cropper=SpatialTransformer(window=8),
         crop_classifier=CropClassifier(1, 10, channels=(8, 16), hidden=16),
         task=SetClassification(10, 2),
@@ -191,3 +204,58 @@ def test_full_image_baseline_sees_the_whole_image() -> None:
     )
     loss, log_probs, _ = model.objective(tiny_batch(), sample=False)
     assert log_probs.shape == (4, 10) and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("glimpse_dim", [0, 16])
+def test_only_the_closed_loop_looks_where_what_it_saw_leads(glimpse_dim: int) -> None:
+    """The same proxy over different images: the first glimpse is the same either way; the
+    later ones move with what the closed loop saw, and stay put in the open loop."""
+    model = tiny_saccader(glimpse_dim=glimpse_dim).eval()
+    batch = tiny_batch(2)
+    proxy = batch["proxy"][:1].expand(2, -1, -1, -1)
+    with torch.no_grad():
+        crops = model.saccade(batch["image"], proxy, sample=False).crops  # (2, T, 3)
+    torch.testing.assert_close(crops[0, 0], crops[1, 0])
+    moved = (crops[0, 1:] - crops[1, 1:]).abs().max()
+    assert moved > 1e-4 if glimpse_dim else moved == 0
+
+
+def test_the_closed_loop_learns_from_the_classification_loss() -> None:
+    model = tiny_saccader(glimpse_dim=16)
+    _, _, parts = model.objective(tiny_batch(), sample=True)
+    parts["classification_nll"].backward()
+    feedback = model.vrnn.embed_glimpse[0].weight.grad
+    assert feedback is not None and feedback.abs().sum() > 0
+
+
+def test_a_closed_loop_of_the_wrong_width_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"model.vrnn.glimpse_dim=12: .* set it to 16"):
+        tiny_saccader(glimpse_dim=12)
+
+
+def test_warmup_cosine_rises_then_falls_to_its_final_fraction() -> None:
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = warmup_cosine(optimizer, total_steps=100, warmup=0.1, final=0.05)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(rates[9:]))
+    assert rates[-1] == pytest.approx(0.05, abs=0.01)
+
+
+def test_a_schedule_spans_the_trainer_s_steps() -> None:
+    model = tiny_saccader(scheduler=functools.partial(warmup_cosine, warmup=0.5, final=0.1))
+    trainer = L.Trainer(
+        max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    batch = tiny_batch()
+    samples = [{k: v[i] for k, v in batch.items()} for i in range(4)]
+    trainer.fit(model, train_dataloaders=DataLoader(samples * 6, batch_size=4))
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4, rel=0.05)
+    endless = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False)
+    with pytest.raises(ConfigError, match=r"trainer\.max_epochs or trainer\.max_steps"):
+        endless.fit(model, train_dataloaders=DataLoader(samples, batch_size=4))

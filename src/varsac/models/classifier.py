@@ -5,6 +5,7 @@ log-probabilities and named loss parts to log; or, when the loss is the
 classification NLL alone, ``forward``: images → class log-probabilities.
 """
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,11 +14,13 @@ import torch
 from torch import Tensor
 from torchmetrics import MaxMetric
 
+from varsac.errors import ConfigError
 from varsac.tasks import Task
 
 Batch = dict[str, Any]
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+# (optimizer, total_steps=N) → a scheduler stepped every optimiser step (models/schedules.py)
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -105,7 +108,13 @@ class ImageClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps):
+            raise ConfigError(
+                "a learning-rate schedule spans the run: set trainer.max_epochs or "
+                "trainer.max_steps, or model.scheduler=null"
+            )
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(total_steps))
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

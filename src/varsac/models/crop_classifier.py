@@ -44,9 +44,18 @@ class CropClassifier(nn.Module):
             nn.Linear(hidden, num_classes),
         )
 
+        self.feature_dim = width
+
     def forward(self, glimpses: Tensor) -> Tensor:
+        return self.classify(self.encode(glimpses))
+
+    def encode(self, glimpses: Tensor) -> Tensor:
+        """(B, T, C, w, w) glimpses → (B, T, feature_dim) features, each glimpse alone."""
         batch, steps = glimpses.shape[:2]
-        features = self.features(glimpses.flatten(0, 1)).view(batch, steps, -1)  # (B, T, F)
+        return self.features(glimpses.flatten(0, 1)).view(batch, steps, -1)
+
+    def classify(self, features: Tensor) -> Tensor:
+        """(B, T, feature_dim) glimpse features → (B, num_classes) logits."""
         if self.glimpse_pooling == "max":
             pooled = features.amax(dim=1)
         elif self.glimpse_pooling == "sum":

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from varsac.errors import ConfigError
 from varsac.models.classifier import Batch, ImageClassifier, OptimizerFactory, SchedulerFactory
 from varsac.models.crop_classifier import CropClassifier
 from varsac.models.proxy_encoder import ProxyEncoder
@@ -64,6 +65,12 @@ class Saccader(ImageClassifier):
         if eval_samples < 0:
             raise ValueError(f"eval_samples must be ≥ 0, got {eval_samples}")
         crops_from_latents(torch.zeros(1, 3), min_scale, max_scale)  # validates the bounds
+        if vrnn.glimpse_dim not in (0, crop_classifier.feature_dim):
+            raise ConfigError(
+                f"model.vrnn.glimpse_dim={vrnn.glimpse_dim}: the closed loop feeds back the crop "
+                f"classifier's {crop_classifier.feature_dim} features (its last channel width); "
+                f"set it to {crop_classifier.feature_dim}, or 0 for the open loop"
+            )
         self.save_hyperparameters(
             ignore=[
                 "proxy_encoder",
@@ -82,12 +89,26 @@ class Saccader(ImageClassifier):
         self.crop_classifier = crop_classifier
 
     def saccade(self, images: Any, proxy: Tensor, sample: bool) -> Saccades:
-        """Look at a batch: (B, C, P, P) proxy and the images the cropper reads from."""
-        rollout = self.vrnn(self.proxy_encoder(proxy), proxy, sample)
-        crops = crops_from_latents(rollout.latents, self.hparams.min_scale, self.hparams.max_scale)
-        glimpses = self.cropper(images, crops)
-        log_probs = self.crop_classifier(glimpses).log_softmax(dim=-1)
-        return Saccades(log_probs, crops, glimpses, rollout)
+        """Look at a batch: (B, C, P, P) proxy and the images the cropper reads from.
+
+        Each step's glimpse is cut and encoded as soon as its latent is drawn, so that a
+        closed-loop VRNN sees it before choosing the next.
+        """
+        crops, glimpses, seen = [], [], []
+
+        def look(latent: Tensor) -> Tensor:  # (B, latent_dim) → (B, F)
+            crop = crops_from_latents(
+                latent[:, None], self.hparams.min_scale, self.hparams.max_scale
+            )
+            glimpse = self.cropper(images, crop)  # (B, 1, C, w, w)
+            crops.append(crop)
+            glimpses.append(glimpse)
+            seen.append(self.crop_classifier.encode(glimpse))  # (B, 1, F)
+            return seen[-1][:, 0]
+
+        rollout = self.vrnn(self.proxy_encoder(proxy), proxy, sample, look)
+        log_probs = self.crop_classifier.classify(torch.cat(seen, 1)).log_softmax(dim=-1)
+        return Saccades(log_probs, torch.cat(crops, 1), torch.cat(glimpses, 1), rollout)
 
     def objective(self, batch: Batch, sample: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         samples = self.hparams.eval_samples

@@ -5,13 +5,20 @@ At every step t, with h the recurrent state and φ(c) the proxy features:
     prior      p(z_t | h)          diagonal Gaussian
     posterior  q(z_t | φ(c), h)    diagonal Gaussian, learnt or fixed variance
     decoder    p(c | φ_z(z_t), h)  reconstructs the proxy (Bernoulli or Gaussian)
-    cell       h ← GRU([φ(c), φ_z(z_t)], h)
+    cell       h ← GRU([φ(c), φ_z(z_t)], h)                    open loop (the paper's)
+               h ← GRU([φ(c), φ_z(z_t), φ_g(g_t)], h)          closed loop
+
+In the closed loop, g_t are the features of the glimpse z_t pointed at
+(``look``): what the model saw decides where it looks next, as in RAM and
+DRAM. Without it each step sees only the proxy and its own earlier latents,
+which is all there is to go on only while the proxy shows the objects.
 
 The latent z_t ∈ R^latent_dim is what the saccade is made of: its first three
 coordinates become the crop's scale and centre (see spatial_transformer.py).
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +26,9 @@ from torch import Tensor, nn
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from varsac.errors import check_at_least
+
+# (B, latent_dim) latent → (B, glimpse_dim) features of the glimpse it points at
+Look = Callable[[Tensor], Tensor]
 
 
 @dataclass
@@ -143,9 +153,15 @@ class VRNN(nn.Module):
         hidden_dim: int = 256,
         fixed_variance: float | None = None,
         likelihood: str = "bernoulli",
+        glimpse_dim: int = 0,
     ) -> None:
         super().__init__()
-        check_at_least(steps=(steps, 1), hidden_dim=(hidden_dim, 1), feature_dim=(feature_dim, 1))
+        check_at_least(
+            steps=(steps, 1),
+            hidden_dim=(hidden_dim, 1),
+            feature_dim=(feature_dim, 1),
+            glimpse_dim=(glimpse_dim, 0),
+        )
         if latent_dim < 3:
             raise ValueError(f"latent_dim must be at least 3 (scale, x, y), got {latent_dim}")
         self.steps = steps
@@ -158,9 +174,22 @@ class VRNN(nn.Module):
         self.decoder = ProxyDecoder(
             2 * hidden_dim, proxy_channels, proxy_size, likelihood=likelihood
         )
-        self.cell = nn.GRUCell(feature_dim + hidden_dim, hidden_dim)
+        self.glimpse_dim = glimpse_dim  # 0: open loop
+        self.embed_glimpse = (
+            nn.Sequential(nn.Linear(glimpse_dim, hidden_dim), nn.ReLU(inplace=True))
+            if glimpse_dim
+            else None
+        )
+        seen = hidden_dim if glimpse_dim else 0
+        self.cell = nn.GRUCell(feature_dim + hidden_dim + seen, hidden_dim)
 
-    def forward(self, features: Tensor, proxy: Tensor, sample: bool) -> Rollout:
+    def forward(
+        self, features: Tensor, proxy: Tensor, sample: bool, look: Look | None = None
+    ) -> Rollout:
+        """``look``: (B, latent_dim) latent → (B, glimpse_dim) features of the glimpse it
+        points at; called once per step, in order (the closed loop needs it)."""
+        if self.embed_glimpse is not None and look is None:
+            raise ValueError("a closed-loop VRNN (glimpse_dim > 0) needs look")
         hidden = features.new_zeros(features.shape[0], self.hidden_dim)
         latents, kls, nlls = [], [], []
         for _ in range(self.steps):
@@ -172,5 +201,10 @@ class VRNN(nn.Module):
             latents.append(latent)
             kls.append(kl_divergence(posterior, prior).sum(-1))
             nlls.append(-reconstruction.log_prob(proxy))
-            hidden = self.cell(torch.cat([features, embedded], dim=-1), hidden)
+            inputs = [features, embedded]
+            if look is not None:
+                seen = look(latent)
+                if self.embed_glimpse is not None:
+                    inputs.append(self.embed_glimpse(seen))
+            hidden = self.cell(torch.cat(inputs, dim=-1), hidden)
         return Rollout(torch.stack(latents, 1), torch.stack(kls, 1), torch.stack(nlls, 1))
