@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import pyvips
 
+from varsac.data.megapixel_mnist import generate_megapixel_mnist
 from varsac.data.mnist import MNISTDigits, load_mnist
 from varsac.data.photo_conversion import convert_photos
 from varsac.data.starcraft_scenes import generate_scenes
@@ -138,4 +139,17 @@ def starcraft_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 generated StarCraft scenes of 256² in the recorder's layout."""
     root = tmp_path_factory.mktemp("starcraft")
     generate_scenes(root, 24, seed=0, frame_size=256)
+    return root
+
+
+# A small Megapixel MNIST set: a dozen 300² canvases instead of 6 000 of 1500².
+MEGAPIXEL_MNIST_SMALL = {"train_size": 8, "test_size": 4, "canvas_size": 300, "seed": 0}
+
+
+@pytest.fixture(scope="session")
+def megapixel_mnist_folder(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """``MEGAPIXEL_MNIST_SMALL`` drawn from real MNIST by two processes (7 train, 1 val and
+    4 test images)."""
+    root = tmp_path_factory.mktemp("megapixel_mnist")
+    generate_megapixel_mnist(root, data_dir=mnist_dir, workers=2, **MEGAPIXEL_MNIST_SMALL)
     return root

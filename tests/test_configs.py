@@ -27,6 +27,11 @@ DATA_FOLDERS = {
     "varsac.data.photos.PhotoDataModule": "converted_photos",
     "varsac.data.starcraft.StarCraftDataModule": "starcraft_folder",
 }
+# Experiments whose folder is another than their datamodule's (the classes must match).
+EXPERIMENT_FOLDERS = {
+    "megapixel_mnist": "megapixel_mnist_folder",
+    "baseline_megapixel_mnist": "megapixel_mnist_folder",
+}
 
 
 GROUPS = ("data", "task", "model")
@@ -40,7 +45,8 @@ def test_experiment_composes_and_builds(
         cfg = compose("fit", overrides=[f"experiment={experiment}", f"paths.data_dir={tmp_path}"])
     assert cfg.name == experiment
     if cfg.data._target_ in DATA_FOLDERS:
-        cfg.data.root = str(request.getfixturevalue(DATA_FOLDERS[cfg.data._target_]))
+        folder = EXPERIMENT_FOLDERS.get(experiment, DATA_FOLDERS[cfg.data._target_])
+        cfg.data.root = str(request.getfixturevalue(folder))
     datamodule, model = instantiate_data_and_model(cfg)
     assert model.task.num_classes == datamodule.num_classes
     assert sum(p.numel() for p in model.parameters()) > 0

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
 DATASETS: dict[str, str] = {
     "mit5k": "convert photos in class folders (or a CSV of path,label) to pyramid TIFFs",
     "starcraft": "draw StarCraft II marine-counting scenes offline (or record them: source=game)",
+    "megapixel_mnist": "draw Megapixel MNIST (5 digits, 3 of the class, and noise on 1500²)",
 }
 
 USAGE = """usage: varsac <command> [key=value ...] [hydra flags]
@@ -56,6 +57,7 @@ datasets:
 
   varsac data mit5k src=~/fivek dst=~/data/mit5k     (varsac data mit5k --help: every option)
   varsac data starcraft n=5000 seed=0                (varsac data starcraft --help)
+  varsac data megapixel_mnist                        (varsac data megapixel_mnist --help)
 """
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from varsac.config_check import checked_arguments
+from varsac.data import megapixel_mnist as megapixel_mnist_set
 from varsac.data import photo_conversion, sc2_recorder, starcraft_scenes
 from varsac.errors import ConfigError
 
@@ -46,3 +47,14 @@ def starcraft(cfg: DictConfig) -> None:
         log.info("varsac data starcraft finished: %d frames recorded into %s", recorded, dst)
     else:
         raise ConfigError(f"source must be generator or game, got {cfg.source!r}")
+
+
+def megapixel_mnist(cfg: DictConfig) -> None:
+    """Draw the Megapixel MNIST images of ``cfg`` into ``cfg.dst`` and index them."""
+    generated = megapixel_mnist_set.generate_megapixel_mnist(
+        **checked_arguments(megapixel_mnist_set.generate_megapixel_mnist, cfg)
+    )
+    dst = Path(cfg.dst).expanduser()
+    log.info(
+        "varsac data megapixel_mnist finished\n%s", megapixel_mnist_set.summary(generated, dst)
+    )
