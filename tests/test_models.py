@@ -36,7 +36,7 @@ def tiny_saccader(**kwargs) -> Saccader:
             steps=3,
             hidden_dim=32,
             fixed_variance=kwargs.pop("fixed", None),
-            glimpse_dim=kwargs.pop("glimpse_dim", 0),
+            closed_loop=kwargs.pop("closed_loop", False),
         ),
         cropper=SpatialTransformer(window=8),
         crop_classifier=CropClassifier(1, 10, channels=(8, 16), hidden=16),
@@ -206,31 +206,37 @@ def test_full_image_baseline_sees_the_whole_image() -> None:
     assert log_probs.shape == (4, 10) and torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("glimpse_dim", [0, 16])
-def test_only_the_closed_loop_looks_where_what_it_saw_leads(glimpse_dim: int) -> None:
+@pytest.mark.parametrize("closed_loop", [False, True])
+def test_only_the_closed_loop_looks_where_what_it_saw_leads(closed_loop: bool) -> None:
     """The same proxy over different images: the first glimpse is the same either way; the
     later ones move with what the closed loop saw, and stay put in the open loop."""
-    model = tiny_saccader(glimpse_dim=glimpse_dim).eval()
+    model = tiny_saccader(closed_loop=closed_loop).eval()
     batch = tiny_batch(2)
     proxy = batch["proxy"][:1].expand(2, -1, -1, -1)
     with torch.no_grad():
         crops = model.saccade(batch["image"], proxy, sample=False).crops  # (2, T, 3)
     torch.testing.assert_close(crops[0, 0], crops[1, 0])
     moved = (crops[0, 1:] - crops[1, 1:]).abs().max()
-    assert moved > 1e-4 if glimpse_dim else moved == 0
+    assert moved > 1e-4 if closed_loop else moved == 0
 
 
 def test_the_closed_loop_learns_from_the_classification_loss() -> None:
-    model = tiny_saccader(glimpse_dim=16)
+    model = tiny_saccader(closed_loop=True)
     _, _, parts = model.objective(tiny_batch(), sample=True)
     parts["classification_nll"].backward()
-    feedback = model.vrnn.embed_glimpse[0].weight.grad
+    feedback = model.glimpse_embedding[0].weight.grad
     assert feedback is not None and feedback.abs().sum() > 0
 
 
-def test_a_closed_loop_of_the_wrong_width_is_named() -> None:
-    with pytest.raises(ConfigError, match=r"model.vrnn.glimpse_dim=12: .* set it to 16"):
-        tiny_saccader(glimpse_dim=12)
+def test_both_loops_classify_the_glimpses_they_cut() -> None:
+    for closed_loop in (False, True):
+        model = tiny_saccader(closed_loop=closed_loop).eval()
+        batch = tiny_batch()
+        with torch.no_grad():
+            saccades = model.saccade(batch["image"], batch["proxy"], sample=False)
+            again = model.crop_classifier(model.cropper(batch["image"], saccades.crops))
+        assert saccades.glimpses.shape == (4, 3, 1, 8, 8)
+        torch.testing.assert_close(saccades.log_probs, again.log_softmax(-1))
 
 
 def test_warmup_cosine_rises_then_falls_to_its_final_fraction() -> None:

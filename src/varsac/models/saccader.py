@@ -7,7 +7,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from varsac.errors import ConfigError
 from varsac.models.classifier import Batch, ImageClassifier, OptimizerFactory, SchedulerFactory
 from varsac.models.crop_classifier import CropClassifier
 from varsac.models.proxy_encoder import ProxyEncoder
@@ -65,12 +64,6 @@ class Saccader(ImageClassifier):
         if eval_samples < 0:
             raise ValueError(f"eval_samples must be ≥ 0, got {eval_samples}")
         crops_from_latents(torch.zeros(1, 3), min_scale, max_scale)  # validates the bounds
-        if vrnn.glimpse_dim not in (0, crop_classifier.feature_dim):
-            raise ConfigError(
-                f"model.vrnn.glimpse_dim={vrnn.glimpse_dim}: the closed loop feeds back the crop "
-                f"classifier's {crop_classifier.feature_dim} features (its last channel width); "
-                f"set it to {crop_classifier.feature_dim}, or 0 for the open loop"
-            )
         self.save_hyperparameters(
             ignore=[
                 "proxy_encoder",
@@ -87,26 +80,38 @@ class Saccader(ImageClassifier):
         self.vrnn = vrnn
         self.cropper = cropper
         self.crop_classifier = crop_classifier
+        # φ_g of the closed loop: a glimpse's features → the VRNN's cell input
+        self.glimpse_embedding = (
+            nn.Sequential(nn.Linear(crop_classifier.feature_dim, vrnn.hidden_dim), nn.ReLU())
+            if vrnn.closed_loop
+            else None
+        )
 
     def saccade(self, images: Any, proxy: Tensor, sample: bool) -> Saccades:
         """Look at a batch: (B, C, P, P) proxy and the images the cropper reads from.
 
-        Each step's glimpse is cut and encoded as soon as its latent is drawn, so that a
-        closed-loop VRNN sees it before choosing the next.
+        In the closed loop each glimpse is cut and encoded as soon as its latent is drawn,
+        and fed back before the next; in the open loop all are cut at once afterwards.
         """
         crops, glimpses, seen = [], [], []
 
-        def look(latent: Tensor) -> Tensor:  # (B, latent_dim) → (B, F)
-            crop = crops_from_latents(
-                latent[:, None], self.hparams.min_scale, self.hparams.max_scale
-            )
-            glimpse = self.cropper(images, crop)  # (B, 1, C, w, w)
+        def look(latents: Tensor) -> Tensor:  # (B, n, latent_dim) → (B, n, F)
+            crop = crops_from_latents(latents, self.hparams.min_scale, self.hparams.max_scale)
+            glimpse = self.cropper(images, crop)  # (B, n, C, w, w)
             crops.append(crop)
             glimpses.append(glimpse)
-            seen.append(self.crop_classifier.encode(glimpse))  # (B, 1, F)
-            return seen[-1][:, 0]
+            seen.append(self.crop_classifier.encode(glimpse))
+            return seen[-1]
 
-        rollout = self.vrnn(self.proxy_encoder(proxy), proxy, sample, look)
+        features = self.proxy_encoder(proxy)
+        if self.glimpse_embedding is None:
+            rollout = self.vrnn(features, proxy, sample)
+            look(rollout.latents)
+        else:
+            embedding = self.glimpse_embedding
+            rollout = self.vrnn(
+                features, proxy, sample, lambda z: embedding(look(z[:, None])[:, 0])
+            )
         log_probs = self.crop_classifier.classify(torch.cat(seen, 1)).log_softmax(dim=-1)
         return Saccades(log_probs, torch.cat(crops, 1), torch.cat(glimpses, 1), rollout)
 

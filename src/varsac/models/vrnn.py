@@ -8,7 +8,7 @@ At every step t, with h the recurrent state and φ(c) the proxy features:
     cell       h ← GRU([φ(c), φ_z(z_t)], h)                    open loop (the paper's)
                h ← GRU([φ(c), φ_z(z_t), φ_g(g_t)], h)          closed loop
 
-In the closed loop, g_t are the features of the glimpse z_t pointed at
+In the closed loop, φ_g(g_t) is the embedding of the glimpse z_t pointed at
 (``look``): what the model saw decides where it looks next, as in RAM and
 DRAM. Without it each step sees only the proxy and its own earlier latents,
 which is all there is to go on only while the proxy shows the objects.
@@ -27,7 +27,7 @@ from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from varsac.errors import check_at_least
 
-# (B, latent_dim) latent → (B, glimpse_dim) features of the glimpse it points at
+# (B, latent_dim) latent → (B, hidden_dim) embedding of the glimpse it points at
 Look = Callable[[Tensor], Tensor]
 
 
@@ -153,14 +153,13 @@ class VRNN(nn.Module):
         hidden_dim: int = 256,
         fixed_variance: float | None = None,
         likelihood: str = "bernoulli",
-        glimpse_dim: int = 0,
+        closed_loop: bool = False,
     ) -> None:
         super().__init__()
         check_at_least(
             steps=(steps, 1),
             hidden_dim=(hidden_dim, 1),
             feature_dim=(feature_dim, 1),
-            glimpse_dim=(glimpse_dim, 0),
         )
         if latent_dim < 3:
             raise ValueError(f"latent_dim must be at least 3 (scale, x, y), got {latent_dim}")
@@ -174,22 +173,17 @@ class VRNN(nn.Module):
         self.decoder = ProxyDecoder(
             2 * hidden_dim, proxy_channels, proxy_size, likelihood=likelihood
         )
-        self.glimpse_dim = glimpse_dim  # 0: open loop
-        self.embed_glimpse = (
-            nn.Sequential(nn.Linear(glimpse_dim, hidden_dim), nn.ReLU(inplace=True))
-            if glimpse_dim
-            else None
-        )
-        seen = hidden_dim if glimpse_dim else 0
+        self.closed_loop = closed_loop
+        seen = hidden_dim if closed_loop else 0
         self.cell = nn.GRUCell(feature_dim + hidden_dim + seen, hidden_dim)
 
     def forward(
         self, features: Tensor, proxy: Tensor, sample: bool, look: Look | None = None
     ) -> Rollout:
-        """``look``: (B, latent_dim) latent → (B, glimpse_dim) features of the glimpse it
-        points at; called once per step, in order (the closed loop needs it)."""
-        if self.embed_glimpse is not None and look is None:
-            raise ValueError("a closed-loop VRNN (glimpse_dim > 0) needs look")
+        """``look`` (the closed loop's): (B, latent_dim) latent → (B, hidden_dim) embedding of
+        the glimpse it points at, called once per step, in order."""
+        if self.closed_loop and look is None:
+            raise ValueError("a closed-loop VRNN needs look")
         hidden = features.new_zeros(features.shape[0], self.hidden_dim)
         latents, kls, nlls = [], [], []
         for _ in range(self.steps):
@@ -201,10 +195,8 @@ class VRNN(nn.Module):
             latents.append(latent)
             kls.append(kl_divergence(posterior, prior).sum(-1))
             nlls.append(-reconstruction.log_prob(proxy))
-            inputs = [features, embedded]
-            if look is not None:
-                seen = look(latent)
-                if self.embed_glimpse is not None:
-                    inputs.append(self.embed_glimpse(seen))
+            inputs = (
+                [features, embedded, look(latent)] if self.closed_loop else [features, embedded]
+            )
             hidden = self.cell(torch.cat(inputs, dim=-1), hidden)
         return Rollout(torch.stack(latents, 1), torch.stack(kls, 1), torch.stack(nlls, 1))
