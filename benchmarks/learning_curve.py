@@ -2,7 +2,9 @@
 
 Trains each experiment for a fixed wall-clock budget on this machine and
 evaluates on the whole test split at regular intervals of training time (the
-evaluations themselves are not counted). Prints a table, writes JSON.
+evaluations themselves are not counted). A run is the experiment's own: its
+``trainer.max_epochs`` (which a learning-rate schedule spans) ends it if the
+budget does not first. Prints a table, writes JSON.
 
     python benchmarks/learning_curve.py --minutes 30 --every 2.5 \
         --experiments cluttered_mnist cnn_cluttered_mnist --json curve.json
@@ -94,7 +96,6 @@ def run(experiment: str, minutes: float, every: float, overrides: list[str]) -> 
             cfg.trainer,
             callbacks=[clock],
             logger=False,
-            max_epochs=-1,
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
