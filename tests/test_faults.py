@@ -61,7 +61,9 @@ def test_a_fit_killed_mid_epoch_resumes_from_its_last_checkpoint(
     log = result.stdout + result.stderr
     assert f"resuming from {(killed / 'checkpoints' / 'last.ckpt').resolve()}" in log
     assert "removed 1 partial checkpoint(s)" in log and not debris.exists()
-    state = load_checkpoint(run_dirs(tmp_path)[-1] / "checkpoints" / "last.ckpt")
+    (resumed,) = [run for run in run_dirs(tmp_path) if (run / "results.json").is_file()]
+    last = json.loads((resumed / "results.json").read_text())["checkpoints"]["last"]
+    state = load_checkpoint(last)
     assert (state["epoch"], state["global_step"]) == (2, 24)  # three epochs of eight steps
 
 
