@@ -67,6 +67,20 @@ def test_a_fit_killed_mid_epoch_resumes_from_its_last_checkpoint(
     assert (state["epoch"], state["global_step"]) == (2, 24)  # three epochs of eight steps
 
 
+def test_last_ckpt_is_rewritten_every_epoch_even_when_validation_does_not_improve(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    """A learning rate of 0 never improves on the first epoch's validation accuracy, so the
+    best checkpoint stays at epoch 0; last.ckpt must still hold the last epoch."""
+    frozen = [*SMALL, "trainer.max_epochs=3", "model.optimizer.lr=0.0", "test_after_fit=false"]
+    varsac("fit", *frozen, cwd=tmp_path, data_dir=mnist_dir)
+    (run,) = run_dirs(tmp_path)
+    (best,) = run.glob("checkpoints/epoch*.ckpt")
+    assert best.name.startswith("epoch000-")
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert (state["epoch"], state["global_step"]) == (2, 12)
+
+
 def test_a_full_disc_while_saving_a_checkpoint_keeps_the_last_good_one(
     tmp_path: Path, mnist_dir: Path
 ) -> None:

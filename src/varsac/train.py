@@ -128,12 +128,13 @@ def run_dir() -> Path:
 
 
 def checkpoint_paths(trainer: L.Trainer) -> dict[str, str]:
-    """The best and last checkpoints written by this run (read them before ``test`` reloads one)."""
+    """The best and last checkpoints written by this run (read them before ``test`` reloads one):
+    the monitored ``ModelCheckpoint`` keeps the best, the one without a monitor the newest."""
     paths = {}
     for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint):
-            paths.update(best=callback.best_model_path, last=callback.last_model_path)
-    return {k: v for k, v in paths.items() if v}
+        if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+            paths["best" if callback.monitor else "last"] = callback.best_model_path
+    return paths
 
 
 def finish(
