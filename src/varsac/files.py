@@ -10,6 +10,7 @@ import csv
 import errno
 import io
 import json
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,6 +19,10 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+
+from varsac.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -120,3 +125,19 @@ def settings_changed(path: str | os.PathLike[str], settings: dict[str, object]) 
     before = json.loads(path.read_text())
     changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
     return ", ".join(f"{k}: {old} → {new}" for k, (old, new) in changed.items()) or None
+
+
+def resume_folder(folder: Path, settings_name: str, settings: dict[str, object], what: str) -> None:
+    """Make ``folder`` ready for a generator to resume in: create it, refuse it (naming the
+    difference) if it holds ``what`` made with other ``settings`` than those recorded in
+    ``folder/settings_name``, and clear the partial files of a killed run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    changed = settings_changed(folder / settings_name, settings)
+    if changed:
+        raise ConfigError(
+            f"{folder} holds {what} made with other settings ({changed}): generate into another "
+            f"dst, or delete {folder} to start over"
+        )
+    removed = remove_partial_files(folder)
+    if removed:
+        log.info("removed %d partial file(s) left by an interrupted run", removed)

@@ -76,7 +76,7 @@ from varsac.data import SPLITS
 from varsac.data.mnist import DIGIT_SIZE, NUM_CLASSES, ImagesAndLabels, MNISTDigits, load_mnist
 from varsac.data.photo_index import INDEX_NAME, IndexRow, write_index
 from varsac.errors import ConfigError, check_at_least
-from varsac.files import remove_partial_files, settings_changed
+from varsac.files import resume_folder
 from varsac.pyramid import write_pyramid
 
 log = logging.getLogger(__name__)
@@ -358,22 +358,13 @@ def generate_megapixel_mnist(
     """
     _check_arguments(train_size, test_size, val_fraction, canvas_size, workers)
     dst = Path(dst).expanduser()
-    dst.mkdir(parents=True, exist_ok=True)
     settings = {
         "format_version": FORMAT_VERSION,
         "seed": seed,
         "canvas_size": canvas_size,
         "compression": COMPRESSION,
     }
-    changed = settings_changed(dst / SETTINGS_NAME, settings)
-    if changed:
-        raise ConfigError(
-            f"{dst} holds Megapixel MNIST images drawn with other settings ({changed}): "
-            f"generate into another dst, or delete {dst} to start over"
-        )
-    removed = remove_partial_files(dst)
-    if removed:
-        log.info("removed %d partial file(s) left by an interrupted run", removed)
+    resume_folder(dst, SETTINGS_NAME, settings, "Megapixel MNIST images")
     sizes = {"train": train_size, "test": test_size}
     todo = [
         (split, index)

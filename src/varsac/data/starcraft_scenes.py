@@ -66,7 +66,7 @@ from varsac.data.starcraft_layout import (
     frame_paths,
 )
 from varsac.errors import ConfigError
-from varsac.files import atomic_path, remove_partial_files, replace_atomically, settings_changed
+from varsac.files import atomic_path, replace_atomically, resume_folder
 
 log = logging.getLogger(__name__)
 
@@ -533,7 +533,6 @@ def generate_scenes(
     """
     _check_arguments(n, workers, frame_size, minimap_size, max_count)
     dst = Path(dst).expanduser()
-    dst.mkdir(parents=True, exist_ok=True)
     settings = {
         "format_version": FORMAT_VERSION,
         "seed": seed,
@@ -541,15 +540,7 @@ def generate_scenes(
         "minimap_size": minimap_size,
         "max_count": max_count,
     }
-    changed = settings_changed(dst / SETTINGS_NAME, settings)
-    if changed:
-        raise ConfigError(
-            f"{dst} holds scenes generated with other settings ({changed}): generate "
-            f"into another dst, or delete {dst} to start over"
-        )
-    removed = remove_partial_files(dst)
-    if removed:
-        log.info("removed %d partial file(s) left by an interrupted run", removed)
+    resume_folder(dst, SETTINGS_NAME, settings, "scenes")
     todo = [
         index
         for index in range(n)
