@@ -15,7 +15,7 @@ import torch
 from varsac.data.photo_index import INDEX_NAME, read_index
 from varsac.data.pyramid_dataset import PyramidDataset, read_proxies
 from varsac.data.splits import SplitDataModule
-from varsac.errors import ConfigError
+from varsac.errors import ConfigError, check_at_least
 from varsac.pyramid import PyramidTIFF
 
 log = logging.getLogger(__name__)
@@ -42,13 +42,9 @@ class PhotoDataModule(SplitDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for name, value, lowest in (
-            ("proxy_size", proxy_size, 1),
-            ("batch_size", batch_size, 1),
-            ("num_workers", num_workers, 0),
-        ):
-            if value < lowest:
-                raise ValueError(f"{name} must be at least {lowest}, got {value}")
+        check_at_least(
+            proxy_size=(proxy_size, 1), batch_size=(batch_size, 1), num_workers=(num_workers, 0)
+        )
         root = str(Path(root).expanduser())
         classes = None if classes is None else [str(name) for name in classes]
         self.save_hyperparameters(logger=False)  # the loggers get the composed config instead
