@@ -156,6 +156,17 @@ def test_sum_and_product_objectives() -> None:
         tiny_saccader(objective="mean")
 
 
+def test_mean_reconstruction_is_nats_per_proxy_value() -> None:
+    batch = tiny_batch()
+    values = batch["proxy"][0].numel()
+    model = tiny_saccader(reconstruction="mean", beta=0.5)
+    loss, _, parts = model.objective(batch, sample=False)
+    elbo = parts["reconstruction_nll"] / values + parts["kl"]
+    torch.testing.assert_close(loss, parts["classification_nll"] + 0.5 * elbo)
+    with pytest.raises(ValueError, match="reconstruction"):
+        tiny_saccader(reconstruction="max")
+
+
 def test_evaluation_averages_k_posterior_samples() -> None:
     batch = tiny_batch()
     model = tiny_saccader(eval_samples=8).eval()

@@ -15,6 +15,7 @@ from varsac.models.vrnn import VRNN, Rollout
 from varsac.tasks import Task
 
 OBJECTIVES = ("sum", "product")
+RECONSTRUCTIONS = ("sum", "mean")
 
 
 @dataclass
@@ -38,6 +39,11 @@ class Saccader(ImageClassifier):
     loss = classification NLL + β · Σ_t [reconstruction NLL_t + KL_t]   (objective="sum")
     loss = classification NLL · β · Σ_t [...]      (objective="product", the authors' code)
 
+    The reconstruction NLL of a step is summed over the proxy's C·P·P values
+    (``reconstruction="sum"``, the paper's), so at one β it grows with the proxy; with
+    ``reconstruction="mean"`` it is their mean, in nats per value, and β weighs it the
+    same at every proxy size.
+
     Training samples each z_t from the posterior. Evaluation uses the posterior
     mean, or with ``eval_samples`` = K > 0 averages the class probabilities of
     K posterior samples.
@@ -56,11 +62,16 @@ class Saccader(ImageClassifier):
         max_scale: float = 0.5,
         beta: float = 1.0,
         objective: str = "sum",
+        reconstruction: str = "sum",
         eval_samples: int = 0,
     ) -> None:
         super().__init__(task, optimizer, scheduler)
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if reconstruction not in RECONSTRUCTIONS:
+            raise ValueError(
+                f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}"
+            )
         if eval_samples < 0:
             raise ValueError(f"eval_samples must be ≥ 0, got {eval_samples}")
         crops_from_latents(torch.zeros(1, 3), min_scale, max_scale)  # validates the bounds
@@ -130,7 +141,10 @@ class Saccader(ImageClassifier):
         reconstruction_nll = torch.stack(
             [s.rollout.reconstruction_nll.sum(1).mean() for s in looks]
         ).mean()
-        elbo_loss = self.hparams.beta * (reconstruction_nll + kl)
+        reconstruction_weight = 1.0
+        if self.hparams.reconstruction == "mean":
+            reconstruction_weight = 1.0 / batch["proxy"][0].numel()
+        elbo_loss = self.hparams.beta * (reconstruction_weight * reconstruction_nll + kl)
         if self.hparams.objective == "sum":
             loss = classification_nll + elbo_loss
         else:
