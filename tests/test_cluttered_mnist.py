@@ -199,6 +199,38 @@ def test_proxy_is_the_area_downsampled_canvas(data_dir: str) -> None:
     torch.testing.assert_close(batch["proxy"], F.avg_pool2d(batch["image"], 3))
 
 
+def test_pyramids_are_written_as_batches_first_read_them(data_dir: str) -> None:
+    on_pyramids = ClutteredMNISTDataModule(data_dir, batch_size=8, image_size=200, **SMALL_SIZES)
+    on_pyramids.prepare_data()
+    folder = on_pyramids.pyramid_dir("train")
+    assert not folder.exists()  # preparing writes no pyramid
+    on_pyramids.setup("fit")
+    batch = next(iter(on_pyramids.train_dataloader()))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.path.name for p in batch["image"])
+    assert len(batch["image"]) == 8
+
+    in_memory = ClutteredMNISTDataModule(data_dir, **SMALL_SIZES)
+    in_memory.setup("fit")
+    index = int(batch["image"][0].path.stem)
+    canvas = in_memory.datasets["train"][index]["image"][0].numpy()
+    level_0 = batch["image"][0].read_level(0)[..., 0]
+    assert level_0.shape == (200, 200)
+    upsampled_back = level_0.reshape(100, 2, 100, 2).mean(axis=(1, 3)) / 255
+    assert np.abs(upsampled_back - canvas).mean() < 0.02  # the canvas, upsampled 2×
+    # The proxies are those of the canvases, whether the images are pyramids or not.
+    torch.testing.assert_close(
+        on_pyramids.datasets["train"].proxies, in_memory.datasets["train"].proxies
+    )
+
+    # A file on disc is read, not written again, by this run and the next.
+    written = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    again = ClutteredMNISTDataModule(data_dir, batch_size=8, image_size=200, **SMALL_SIZES)
+    again.setup("fit")
+    samples = again.datasets["train"].__getitems__(list(range(len(again.datasets["train"]))))
+    assert len(list(folder.iterdir())) == SMALL_SIZES["train_size"] == len(samples)
+    assert all(written[name] == (folder / name).stat().st_mtime_ns for name in written)
+
+
 def test_proxy_noise_is_fixed_per_sample(data_dir: str) -> None:
     def val_proxies(proxy_noise: float) -> torch.Tensor:
         datamodule = ClutteredMNISTDataModule(data_dir, proxy_noise=proxy_noise, **SMALL_SIZES)

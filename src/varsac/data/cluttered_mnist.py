@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from varsac.data import SPLITS
 from varsac.data.mnist import DIGIT_SIZE, NUM_CLASSES, load_mnist
-from varsac.data.pyramid_dataset import read_proxies
 from varsac.data.splits import SplitDataModule
 from varsac.errors import check_at_least
 from varsac.files import replace_atomically, save_npz_atomically
@@ -308,46 +307,64 @@ def add_proxy_noise(proxies: torch.Tensor, noise_std: float, seed: int) -> torch
     return proxies.clamp_(0.0, 1.0)
 
 
-def pyramid_paths(folder: Path, count: int) -> list[Path]:
-    """The pyramid TIFFs of a split's ``count`` canvases: ``folder/NNNNNN.tif``."""
-    return [folder / f"{index:06d}.tif" for index in range(count)]
+class CanvasPyramids:
+    """A split's canvases as pyramid TIFFs ``folder/NNNNNN.tif``, each written when first read.
 
-
-def write_pyramids(canvases: np.ndarray, folder: Path, image_size: int) -> list[Path]:
-    """Upsample each canvas to ``image_size``² (bilinear) and write it as a pyramid TIFF.
-
-    Files are ``folder/NNNNNN.tif``, written atomically on all cores; those that
-    exist already are kept, so an interrupted conversion resumes.
+    A canvas is upsampled to ``image_size``² (bilinear) and written atomically the
+    first time a batch asks for it, so a run writes only what it reads and its
+    first step does not wait for the whole split; files written before are kept,
+    whichever run wrote them (the cache is shared, a killed run resumes).
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = pyramid_paths(folder, len(canvases))
-    todo = [index for index, path in enumerate(paths) if not path.is_file()]
 
-    def convert(index: int) -> None:
-        canvas = pyvips.Image.new_from_array(canvases[index])
-        scale = image_size / canvas.width
-        upsampled = canvas.resize(scale, kernel="linear").cast("uchar")
-        write_pyramid(upsampled.crop(0, 0, image_size, image_size), paths[index])
+    def __init__(self, canvases: np.ndarray, folder: Path, image_size: int) -> None:
+        self.canvases = canvases  # uint8 (N, H, W)
+        self.folder = folder
+        self.image_size = image_size
+        self._opened: dict[int, PyramidTIFF] = {}
+        self._announced = False
 
-    if todo:
-        log.info(
-            "cluttered MNIST: writing %d pyramid TIFFs of %d² in %s", len(todo), image_size, folder
-        )
-        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-            list(tqdm(pool.map(convert, todo), total=len(todo), desc=f"pyramids {folder.name}"))
-    return paths
+    def __len__(self) -> int:
+        return len(self.canvases)
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"{index:06d}.tif"
+
+    def __getitem__(self, indices: Sequence[int]) -> list[PyramidTIFF]:
+        """The pyramids of canvases ``indices``; those not on disc yet are written first,
+        on all cores."""
+        missing = [i for i in dict.fromkeys(indices) if i not in self._opened]
+        to_write = [i for i in missing if not self.path(i).is_file()]
+        if to_write and not self._announced:
+            log.info(
+                "cluttered MNIST: writing the %d² pyramid TIFFs of %s as batches first read them",
+                self.image_size,
+                self.folder,
+            )
+            self._announced = True
+        if len(to_write) > 1:
+            with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+                list(pool.map(self._write, to_write))
+        elif to_write:
+            self._write(to_write[0])
+        self._opened.update({i: PyramidTIFF(self.path(i)) for i in missing})
+        return [self._opened[i] for i in indices]
+
+    def _write(self, index: int) -> None:
+        canvas = pyvips.Image.new_from_array(self.canvases[index])
+        upsampled = canvas.resize(self.image_size / canvas.width, kernel="linear").cast("uchar")
+        write_pyramid(upsampled.crop(0, 0, self.image_size, self.image_size), self.path(index))
 
 
 class ClutteredMNISTDataset(Dataset):
     """One split; a sample is a dict:
 
     image: float32 (1, H, W) in [0, 1], or the canvas's ``PyramidTIFF`` when the split
-    was written as pyramids; proxy: float32 (1, P, P) in [0, 1]; target: identify float32
-    (10,) multi-hot, sum int64 (); boxes: float32 (num_digits, 4), (x0, y0, x1, y1) as
-    fractions of the canvas side.
+    is read as pyramids (``CanvasPyramids``); proxy: float32 (1, P, P) in [0, 1]; target:
+    identify float32 (10,) multi-hot, sum int64 (); boxes: float32 (num_digits, 4),
+    (x0, y0, x1, y1) as fractions of the canvas side.
 
-    Canvases stay uint8 in memory; the proxies (noise included) are computed once, here:
-    from the canvases, or from each pyramid's smallest level that fits.
+    Canvases stay uint8 in memory; the proxies (noise included) are computed once, here,
+    area-averaged from the canvases (which the pyramids only upsample).
     """
 
     def __init__(
@@ -358,32 +375,35 @@ class ClutteredMNISTDataset(Dataset):
         proxy_size: int,
         proxy_noise: float,
         noise_seed: int,
-        pyramids: Sequence[Path] | None = None,
+        pyramids: CanvasPyramids | None = None,
     ) -> None:
         self.split = split
         self.targets = torch.from_numpy(cluttered_targets(split.digits, label_mode))
         self.boxes = torch.from_numpy(split.boxes).float() / split.canvases.shape[-1]
-        self.pyramids = None if pyramids is None else [PyramidTIFF(p) for p in pyramids]
-        if self.pyramids is None:
-            self.proxies = make_proxies(split.canvases, proxy_size, proxy_noise, noise_seed)
-        else:
-            proxies = read_proxies(self.pyramids, proxy_size)
-            self.proxies = add_proxy_noise(proxies, proxy_noise, noise_seed)
+        self.pyramids = pyramids
+        self.proxies = make_proxies(split.canvases, proxy_size, proxy_noise, noise_seed)
 
     def __len__(self) -> int:
         return len(self.split.canvases)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """The samples of a batch (the DataLoader fetches a batch at once through this)."""
         if self.pyramids is None:
-            image = torch.from_numpy(self.split.canvases[index]).unsqueeze(0).float() / 255
+            images = torch.from_numpy(self.split.canvases[indices]).unsqueeze(1).float() / 255
         else:
-            image = self.pyramids[index]
-        return {
-            "image": image,
-            "proxy": self.proxies[index],
-            "target": self.targets[index],
-            "boxes": self.boxes[index],
-        }
+            images = self.pyramids[indices]
+        return [
+            {
+                "image": image,
+                "proxy": self.proxies[index],
+                "target": self.targets[index],
+                "boxes": self.boxes[index],
+            }
+            for index, image in zip(indices, images, strict=True)
+        ]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.__getitems__([index])[0]
 
 
 def _derived_seed(*entropy: int) -> int:
@@ -399,8 +419,9 @@ class ClutteredMNISTDataModule(SplitDataModule):
     MNIST val and test from MNIST test. Batches are dicts (see ``ClutteredMNISTDataset``).
 
     With ``image_size`` set, every canvas is also upsampled to ``image_size``² and written
-    as a pyramid TIFF under ``<key>/pyramids_<image_size>/<split>/`` (the paper's 2528²
-    variant); batches then carry the files for the localized spatial transformer.
+    as a pyramid TIFF under ``<key>/pyramids_<image_size>/<split>/`` the first time a batch
+    reads it (the paper's 2528² variant); batches then carry the files for the localized
+    spatial transformer.
     """
 
     in_channels = 1
@@ -475,7 +496,8 @@ class ClutteredMNISTDataModule(SplitDataModule):
         return self.cache_dir / f"{split}.npz"
 
     def prepare_data(self) -> None:
-        """Generate and cache the splits that are not cached yet (and their pyramids)."""
+        """Generate and cache the splits that are not cached yet (pyramids are written as
+        they are read: ``CanvasPyramids``)."""
         missing = [split for split in SPLITS if not self.split_path(split).is_file()]
         if missing:
             mnist = load_mnist(self.hparams.data_dir)
@@ -501,13 +523,6 @@ class ClutteredMNISTDataModule(SplitDataModule):
                 seed=(self.hparams.seed, SPLITS.index(split)),
             )
             generated.save(self.split_path(split))
-        if self.hparams.image_size is None:
-            return
-        for split in SPLITS:
-            paths = pyramid_paths(self.pyramid_dir(split), self.hparams[f"{split}_size"])
-            if not all(path.is_file() for path in paths):  # else skip loading the canvases
-                canvases = ClutteredSplit.load(self.split_path(split)).canvases
-                write_pyramids(canvases, self.pyramid_dir(split), self.hparams.image_size)
 
     def pyramid_dir(self, split: str) -> Path:
         """Where ``split``'s pyramid TIFFs live when ``image_size`` is set."""
@@ -521,7 +536,9 @@ class ClutteredMNISTDataModule(SplitDataModule):
         loaded = ClutteredSplit.load(path)
         pyramids = None
         if self.hparams.image_size is not None:
-            pyramids = pyramid_paths(self.pyramid_dir(split), len(loaded.canvases))
+            pyramids = CanvasPyramids(
+                loaded.canvases, self.pyramid_dir(split), self.hparams.image_size
+            )
         return ClutteredMNISTDataset(
             loaded,
             label_mode=self.hparams.label_mode,
