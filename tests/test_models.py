@@ -15,6 +15,7 @@ from varsac.models.crop_classifier import CropClassifier
 from varsac.models.full_image import FullImageClassifier
 from varsac.models.proxy_encoder import ProxyEncoder
 from varsac.models.saccader import Saccader
+from varsac.models.saccades import SaccadeNetwork
 from varsac.models.schedules import warmup_cosine
 from varsac.models.spatial_transformer import (
     SpatialTransformer,
@@ -171,11 +172,66 @@ def test_evaluation_averages_k_posterior_samples() -> None:
     batch = tiny_batch()
     model = tiny_saccader(eval_samples=8).eval()
     torch.manual_seed(3)
-    _, log_probs, _ = model.objective(batch, sample=False)
+    _, log_probs, parts = model.objective(batch, sample=False)
     torch.manual_seed(3)
-    looks = [model.saccade(batch["image"], batch["proxy"], sample=True) for _ in range(8)]
-    mean_probs = torch.stack([s.log_probs.exp() for s in looks]).mean(0)
+    looks = model.saccade(batch["image"], batch["proxy"], sample=True, elbo=True, looks=8)
+    mean_probs = looks.log_probs.exp().view(4, 8, 10).mean(1)  # row b·K + k: image b, look k
     torch.testing.assert_close(log_probs.exp(), mean_probs)
+    # the ELBO terms are the means over the 8 looks of each image, as over 8 separate passes
+    torch.testing.assert_close(parts["kl"], looks.rollout.kl.sum(1).mean())
+    assert looks.log_probs.view(4, 8, 10).std(1).max() > 0  # 8 samples, not 8 copies
+
+
+@pytest.mark.parametrize("closed_loop", [False, True])
+def test_k_looks_in_one_batch_are_those_of_each_image_alone(closed_loop: bool) -> None:
+    """The posterior mean K times in one batch: K copies of each image's own look, in order,
+    each cut from its own image (the cropper gets image b with the K·T crops of image b)."""
+    model = tiny_saccader(closed_loop=closed_loop).eval()
+    batch = tiny_batch(3)
+    with torch.no_grad():
+        alone = model.saccade(batch["image"], batch["proxy"], sample=False)
+        together = model.saccade(batch["image"], batch["proxy"], sample=False, looks=4)
+    assert together.glimpses.shape == (12, 3, 1, 8, 8)
+    for name in ("log_probs", "crops", "glimpses"):
+        torch.testing.assert_close(
+            getattr(together, name), getattr(alone, name).repeat_interleave(4, 0)
+        )
+
+
+def test_inference_skips_the_elbo_and_only_the_elbo() -> None:
+    """Without ``elbo`` no KL or reconstruction is computed (the proxy decoder never runs);
+    the latents, glimpses and classes are those of the full rollout."""
+    model = tiny_saccader().eval()
+    batch = tiny_batch()
+    decoded = []
+    model.vrnn.decoder.register_forward_hook(lambda *_: decoded.append(1))
+    with torch.no_grad():
+        full = model.saccade(batch["image"], batch["proxy"], sample=False, elbo=True)
+        assert len(decoded) == 3  # once per step
+        fast = model.saccade(batch["image"], batch["proxy"], sample=False)
+    assert len(decoded) == 3
+    assert fast.rollout.kl is None and fast.rollout.reconstruction_nll is None
+    assert full.rollout.kl.shape == full.rollout.reconstruction_nll.shape == (4, 3)
+    torch.testing.assert_close(fast.log_probs, full.log_probs)
+    torch.testing.assert_close(fast.crops, full.crops)
+
+
+def test_the_saccade_network_loads_a_saccader_and_looks_the_same() -> None:
+    model = tiny_saccader(closed_loop=True).eval()
+    network = SaccadeNetwork(
+        proxy_encoder=ProxyEncoder(1, 16, channels=(8, 16), feature_dim=32),
+        vrnn=VRNN(32, 1, 16, steps=3, hidden_dim=32, closed_loop=True),
+        cropper=SpatialTransformer(window=8),
+        crop_classifier=CropClassifier(1, 10, channels=(8, 16), hidden=16),
+        task=SetClassification(10, 2),
+    ).eval()
+    network.load_state_dict(model.state_dict())  # strict: the same parts under the same names
+    batch = tiny_batch()
+    with torch.no_grad():
+        expected = model.saccade(batch["image"], batch["proxy"], sample=False)
+        looked = network.saccade(batch["image"], batch["proxy"], sample=False)
+    torch.testing.assert_close(looked.log_probs, expected.log_probs)
+    torch.testing.assert_close(looked.crops, expected.crops)
 
 
 def test_a_nan_loss_stops_with_the_step_named() -> None:

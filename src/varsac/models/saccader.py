@@ -1,8 +1,6 @@
 """The saccade model: proxy → VRNN → crops → glimpses → class (Eq. 5 of the paper)."""
 
 import math
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -10,31 +8,16 @@ from torch import Tensor, nn
 from varsac.models.classifier import Batch, ImageClassifier, OptimizerFactory, SchedulerFactory
 from varsac.models.crop_classifier import CropClassifier
 from varsac.models.proxy_encoder import ProxyEncoder
-from varsac.models.spatial_transformer import crop_boxes, crops_from_latents
-from varsac.models.vrnn import VRNN, Rollout
+from varsac.models.saccades import Saccading
+from varsac.models.vrnn import VRNN
 from varsac.tasks import Task
 
 OBJECTIVES = ("sum", "product")
 RECONSTRUCTIONS = ("sum", "mean")
 
 
-@dataclass
-class Saccades:
-    """One look at a batch: where the model looked, what it saw and what it decided."""
-
-    log_probs: Tensor  # (B, K) class log-probabilities
-    crops: Tensor  # (B, T, 3) scale, x, y in the normalised frame
-    glimpses: Tensor  # (B, T, C, w, w)
-    rollout: Rollout
-
-    @property
-    def boxes(self) -> Tensor:
-        """(B, T, 4) glimpse boxes (x0, y0, x1, y1) as fractions of the image side."""
-        return crop_boxes(self.crops)
-
-
-class Saccader(ImageClassifier):
-    """Variational saccading.
+class Saccader(Saccading, ImageClassifier):
+    """Variational saccading: the saccade model of models/saccades.py, and its loss.
 
     loss = classification NLL + β · Σ_t [reconstruction NLL_t + KL_t]   (objective="sum")
     loss = classification NLL · β · Σ_t [...]      (objective="product", the authors' code)
@@ -74,7 +57,6 @@ class Saccader(ImageClassifier):
             )
         if eval_samples < 0:
             raise ValueError(f"eval_samples must be ≥ 0, got {eval_samples}")
-        crops_from_latents(torch.zeros(1, 3), min_scale, max_scale)  # validates the bounds
         self.save_hyperparameters(
             ignore=[
                 "proxy_encoder",
@@ -87,60 +69,20 @@ class Saccader(ImageClassifier):
             ],
             logger=False,  # the loggers get the composed config instead
         )
-        self.proxy_encoder = proxy_encoder
-        self.vrnn = vrnn
-        self.cropper = cropper
-        self.crop_classifier = crop_classifier
-        # φ_g of the closed loop: a glimpse's features → the VRNN's cell input
-        self.glimpse_embedding = (
-            nn.Sequential(nn.Linear(crop_classifier.feature_dim, vrnn.hidden_dim), nn.ReLU())
-            if vrnn.closed_loop
-            else None
-        )
-
-    def saccade(self, images: Any, proxy: Tensor, sample: bool) -> Saccades:
-        """Look at a batch: (B, C, P, P) proxy and the images the cropper reads from.
-
-        In the closed loop each glimpse is cut and encoded as soon as its latent is drawn,
-        and fed back before the next; in the open loop all are cut at once afterwards.
-        """
-        crops, glimpses, seen = [], [], []
-
-        def look(latents: Tensor) -> Tensor:  # (B, n, latent_dim) → (B, n, F)
-            crop = crops_from_latents(latents, self.hparams.min_scale, self.hparams.max_scale)
-            glimpse = self.cropper(images, crop)  # (B, n, C, w, w)
-            crops.append(crop)
-            glimpses.append(glimpse)
-            seen.append(self.crop_classifier.encode(glimpse))
-            return seen[-1]
-
-        features = self.proxy_encoder(proxy)
-        if self.glimpse_embedding is None:
-            rollout = self.vrnn(features, proxy, sample)
-            look(rollout.latents)
-        else:
-            embedding = self.glimpse_embedding
-            rollout = self.vrnn(
-                features, proxy, sample, lambda z: embedding(look(z[:, None])[:, 0])
-            )
-        log_probs = self.crop_classifier.classify(torch.cat(seen, 1)).log_softmax(dim=-1)
-        return Saccades(log_probs, torch.cat(crops, 1), torch.cat(glimpses, 1), rollout)
+        self.add_parts(proxy_encoder, vrnn, cropper, crop_classifier, min_scale, max_scale)
 
     def objective(self, batch: Batch, sample: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         samples = self.hparams.eval_samples
-        if sample or samples == 0:
-            looks = [self.saccade(batch["image"], batch["proxy"], sample)]
-        else:
-            looks = [self.saccade(batch["image"], batch["proxy"], True) for _ in range(samples)]
-        # log of the mean class probability over the looks: (B, K)
-        log_probs = torch.logsumexp(torch.stack([s.log_probs for s in looks]), 0) - math.log(
-            len(looks)
+        looks = 1 if sample or samples == 0 else samples
+        saccades = self.saccade(
+            batch["image"], batch["proxy"], sample or looks > 1, elbo=True, looks=looks
         )
+        # log of the mean class probability over the looks of each image: (B, K)
+        looked = saccades.log_probs.view(-1, looks, saccades.log_probs.shape[-1])
+        log_probs = torch.logsumexp(looked, 1) - math.log(looks)
         classification_nll = self.task.nll(log_probs, batch["target"]).mean()
-        kl = torch.stack([s.rollout.kl.sum(1).mean() for s in looks]).mean()
-        reconstruction_nll = torch.stack(
-            [s.rollout.reconstruction_nll.sum(1).mean() for s in looks]
-        ).mean()
+        kl = saccades.rollout.kl.sum(1).mean()
+        reconstruction_nll = saccades.rollout.reconstruction_nll.sum(1).mean()
         reconstruction_weight = 1.0
         if self.hparams.reconstruction == "mean":
             reconstruction_weight = 1.0 / batch["proxy"][0].numel()
@@ -153,6 +95,6 @@ class Saccader(ImageClassifier):
             "classification_nll": classification_nll,
             "kl": kl,
             "reconstruction_nll": reconstruction_nll,
-            "crop_scale": torch.stack([s.crops[..., 0].mean() for s in looks]).mean(),
+            "crop_scale": saccades.crops[..., 0].mean(),
         }
         return loss, log_probs, parts

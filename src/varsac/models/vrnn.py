@@ -36,8 +36,10 @@ class Rollout:
     """What the VRNN produced over T steps."""
 
     latents: Tensor  # (B, T, latent_dim)
-    kl: Tensor  # (B, T) KL(q_t ‖ p_t) in nats
-    reconstruction_nll: Tensor  # (B, T) −log p(c | z_t, h_{t-1}) in nats
+    # the ELBO's terms, None for a rollout without the proxy (inference skips the prior and
+    # the decoder, which only the loss needs)
+    kl: Tensor | None  # (B, T) KL(q_t ‖ p_t) in nats
+    reconstruction_nll: Tensor | None  # (B, T) −log p(c | z_t, h_{t-1}) in nats
 
 
 def mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
@@ -140,7 +142,9 @@ class VRNN(nn.Module):
     """Rolls out T saccade latents from the proxy features.
 
     (B, feature_dim) proxy features and the (B, C, P, P) proxy → Rollout.
-    In training z_t is a reparameterised posterior sample; otherwise the posterior mean.
+    With ``sample`` z_t is a reparameterised posterior sample; otherwise the posterior mean.
+    Without the proxy (None) only the posterior runs: the latents come out, the ELBO's
+    terms (the prior's KL and the decoder's reconstruction) are not computed.
     """
 
     def __init__(
@@ -178,25 +182,29 @@ class VRNN(nn.Module):
         self.cell = nn.GRUCell(feature_dim + hidden_dim + seen, hidden_dim)
 
     def forward(
-        self, features: Tensor, proxy: Tensor, sample: bool, look: Look | None = None
+        self, features: Tensor, proxy: Tensor | None, sample: bool, look: Look | None = None
     ) -> Rollout:
-        """``look`` (the closed loop's): (B, latent_dim) latent → (B, hidden_dim) embedding of
-        the glimpse it points at, called once per step, in order."""
+        """``proxy``: the (B, C, P, P) proxy that the ELBO's decoder reconstructs, or None
+        for the latents alone. ``look`` (the closed loop's): (B, latent_dim) latent →
+        (B, hidden_dim) embedding of the glimpse it points at, called once per step, in
+        order."""
         if self.closed_loop and look is None:
             raise ValueError("a closed-loop VRNN needs look")
         hidden = features.new_zeros(features.shape[0], self.hidden_dim)
         latents, kls, nlls = [], [], []
         for _ in range(self.steps):
-            prior = self.prior(hidden)
             posterior = self.posterior(torch.cat([features, hidden], dim=-1))
             latent = posterior.rsample() if sample else posterior.mean
             embedded = self.embed_latent(latent)
-            reconstruction = self.decoder(torch.cat([embedded, hidden], dim=-1))
             latents.append(latent)
-            kls.append(kl_divergence(posterior, prior).sum(-1))
-            nlls.append(-reconstruction.log_prob(proxy))
+            if proxy is not None:
+                reconstruction = self.decoder(torch.cat([embedded, hidden], dim=-1))
+                kls.append(kl_divergence(posterior, self.prior(hidden)).sum(-1))
+                nlls.append(-reconstruction.log_prob(proxy))
             inputs = (
                 [features, embedded, look(latent)] if self.closed_loop else [features, embedded]
             )
             hidden = self.cell(torch.cat(inputs, dim=-1), hidden)
+        if proxy is None:
+            return Rollout(torch.stack(latents, 1), None, None)
         return Rollout(torch.stack(latents, 1), torch.stack(kls, 1), torch.stack(nlls, 1))

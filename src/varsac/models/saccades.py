@@ -1,0 +1,138 @@
+"""Looking: proxy → VRNN → crops → glimpses → class, the part of a saccade model that predicts.
+
+``Saccading`` holds the parts and the look; two modules share it: ``Saccader``
+(models/saccader.py), the LightningModule that trains, and ``SaccadeNetwork``
+here, a plain ``nn.Module`` with the same parts under the same names, so it loads
+a trained ``Saccader``'s state dict as it is. Prediction uses the latter and so
+imports neither Lightning nor its metrics.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from varsac.models.crop_classifier import CropClassifier
+from varsac.models.proxy_encoder import ProxyEncoder
+from varsac.models.spatial_transformer import crop_boxes, crops_from_latents
+from varsac.models.vrnn import VRNN, Rollout
+from varsac.tasks import Task
+
+
+@dataclass
+class Saccades:
+    """One look at a batch: where the model looked, what it saw and what it decided.
+
+    N is the batch size times the looks per image (``Saccading.saccade``).
+    """
+
+    log_probs: Tensor  # (N, K) class log-probabilities
+    crops: Tensor  # (N, T, 3) scale, x, y in the normalised frame
+    glimpses: Tensor  # (N, T, C, w, w)
+    rollout: Rollout
+
+    @property
+    def boxes(self) -> Tensor:
+        """(N, T, 4) glimpse boxes (x0, y0, x1, y1) as fractions of the image side."""
+        return crop_boxes(self.crops)
+
+
+class Saccading:
+    """The parts of a saccade model and how it looks, for an ``nn.Module`` to mix in.
+
+    ``add_parts`` registers the proxy encoder, the VRNN, the cropper, the crop
+    classifier and, in the closed loop, φ_g (``glimpse_embedding``: a glimpse's
+    features → the VRNN's cell input).
+    """
+
+    proxy_encoder: ProxyEncoder
+    vrnn: VRNN
+    cropper: nn.Module
+    crop_classifier: CropClassifier
+    glimpse_embedding: nn.Module | None
+    min_scale: float
+    max_scale: float
+
+    def add_parts(
+        self,
+        proxy_encoder: ProxyEncoder,
+        vrnn: VRNN,
+        cropper: nn.Module,
+        crop_classifier: CropClassifier,
+        min_scale: float,
+        max_scale: float,
+    ) -> None:
+        crops_from_latents(torch.zeros(1, 3), min_scale, max_scale)  # validates the bounds
+        self.min_scale, self.max_scale = min_scale, max_scale
+        self.proxy_encoder = proxy_encoder
+        self.vrnn = vrnn
+        self.cropper = cropper
+        self.crop_classifier = crop_classifier
+        self.glimpse_embedding = (
+            nn.Sequential(nn.Linear(crop_classifier.feature_dim, vrnn.hidden_dim), nn.ReLU())
+            if vrnn.closed_loop
+            else None
+        )
+
+    def saccade(
+        self, images: Any, proxy: Tensor, sample: bool, elbo: bool = False, looks: int = 1
+    ) -> Saccades:
+        """Look at a batch: (B, C, P, P) proxy and the B images the cropper reads from.
+
+        ``looks``: K rollouts per image (posterior samples, with ``sample``), run as one
+        batch of N = B·K, image by image (row b·K + k is look k of image b); the proxy
+        is encoded once per image and the cropper gets each image once, with its K·T
+        crops. ``elbo``: also the rollout's KL and reconstruction terms, which only the
+        loss needs (they run the VRNN's prior and proxy decoder at every step).
+
+        In the closed loop each glimpse is cut and encoded as soon as its latent is drawn,
+        and fed back before the next; in the open loop all are cut at once afterwards.
+        """
+        batch = proxy.shape[0]
+        crops, glimpses, seen = [], [], []
+
+        def look(latents: Tensor) -> Tensor:  # (N, n, latent_dim) → (N, n, F)
+            steps = latents.shape[1]
+            crop = crops_from_latents(latents, self.min_scale, self.max_scale)
+            glimpse = self.cropper(images, crop.reshape(batch, looks * steps, 3))
+            glimpse = glimpse.reshape(batch * looks, steps, *glimpse.shape[2:])  # (N, n, C, w, w)
+            crops.append(crop)
+            glimpses.append(glimpse)
+            seen.append(self.crop_classifier.encode(glimpse))
+            return seen[-1]
+
+        features = self.proxy_encoder(proxy).repeat_interleave(looks, 0)  # (N, F)
+        target = proxy.repeat_interleave(looks, 0) if elbo else None
+        if self.glimpse_embedding is None:
+            rollout = self.vrnn(features, target, sample)
+            look(rollout.latents)
+        else:
+            embedding = self.glimpse_embedding
+            rollout = self.vrnn(
+                features, target, sample, lambda z: embedding(look(z[:, None])[:, 0])
+            )
+        log_probs = self.crop_classifier.classify(torch.cat(seen, 1)).log_softmax(dim=-1)
+        return Saccades(log_probs, torch.cat(crops, 1), torch.cat(glimpses, 1), rollout)
+
+
+class SaccadeNetwork(Saccading, nn.Module):
+    """A saccade model for prediction: ``Saccader``'s parts and look, without its training.
+
+    Built from the same config values (``Saccader``'s other arguments are the loss's and
+    the optimiser's), it loads a ``Saccader``'s state dict.
+    """
+
+    def __init__(
+        self,
+        proxy_encoder: ProxyEncoder,
+        vrnn: VRNN,
+        cropper: nn.Module,
+        crop_classifier: CropClassifier,
+        task: Task,
+        min_scale: float = 0.2,
+        max_scale: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.task = task
+        self.add_parts(proxy_encoder, vrnn, cropper, crop_classifier, min_scale, max_scale)
