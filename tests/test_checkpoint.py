@@ -14,7 +14,8 @@ import pyvips
 import torch
 
 from conftest import varsac
-from varsac.checkpoint import CheckpointError, CheckpointFiles, load_checkpoint
+from varsac.checkpoint import CheckpointError, load_checkpoint
+from varsac.checkpoint_files import CheckpointFiles
 from varsac.files import partial_files
 
 
@@ -97,7 +98,7 @@ def test_a_file_that_holds_no_checkpoint_is_named(tmp_path: Path) -> None:
 
 SAVE_A_LARGE_CHECKPOINT = """
 import sys, torch
-from varsac.checkpoint import CheckpointFiles
+from varsac.checkpoint_files import CheckpointFiles
 CheckpointFiles().save_checkpoint({"state_dict": {"w": torch.ones(2**26)}}, sys.argv[1])
 """
 

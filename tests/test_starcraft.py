@@ -13,8 +13,9 @@ from PIL import Image
 
 from conftest import varsac
 from varsac.data.starcraft import StarCraftDataModule
+from varsac.metrics import BalancedAccuracy
 from varsac.pyramid import PyramidTIFF
-from varsac.tasks import BalancedAccuracy, Counting
+from varsac.tasks import Counting
 
 
 def write_frames(

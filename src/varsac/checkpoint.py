@@ -1,4 +1,4 @@
-"""The checkpoint contract: what a varsac checkpoint holds, how it is read, how it is written.
+"""The checkpoint contract: what a varsac checkpoint holds and how it is read, as weights only.
 
 A checkpoint is Lightning's (``state_dict``, ``epoch``, ``global_step``, the
 loops', callbacks' and optimisers' states) plus two entries of varsac's:
@@ -11,14 +11,12 @@ loops', callbacks' and optimisers' states) plus two entries of varsac's:
 Everything in it is tensors, containers and primitives, so it loads with
 ``torch.load(weights_only=True)``: an unpickler that builds only those and
 refuses any other global. That is the only way varsac loads a checkpoint
-(``load_checkpoint``, and ``CheckpointFiles`` for Lightning's resume and
-test), so a file sent by someone else cannot run code when it is opened.
-Checkpoints are written under a temporary name and renamed into place
-(``varsac.files``): a process killed while saving leaves the previous file
-whole.
+(``load_checkpoint``, which ``CheckpointFiles`` of varsac.checkpoint_files
+gives Lightning for resume and test), so a file sent by someone else cannot run
+code when it is opened. Reading needs torch alone, not Lightning: prediction
+loads checkpoints without it.
 """
 
-import io
 import os
 import pickle
 import re
@@ -26,37 +24,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
 
 from varsac.errors import ConfigError
-from varsac.files import replace_atomically
 
 CONFIG_KEY = "varsac_config"  # where a checkpoint keeps the config that trained it
 ZIP_MAGIC = b"PK\x03\x04"  # how every file torch.save writes begins
 DATA_KEY = "varsac_data"  # and what prediction needs of the data: class names, the proxy's source
-
-
-class StoreConfig(Callback):
-    """Puts the composed config into every checkpoint, so ``varsac test`` can rebuild the run,
-    and the class names and whether the proxy is the image's thumbnail, for ``varsac predict``."""
-
-    def __init__(self, cfg: DictConfig) -> None:
-        self.config = OmegaConf.to_container(cfg, resolve=True)
-
-    def on_save_checkpoint(
-        self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict
-    ) -> None:
-        checkpoint[CONFIG_KEY] = self.config
-        data = trainer.datamodule
-        names = getattr(data, "class_names", None)
-        checkpoint[DATA_KEY] = {  # plain lists and strings, which load as weights only
-            "class_names": None if names is None else [str(name) for name in names],
-            "proxy_from_image": getattr(data, "proxy_from_image", True),
-        }
 
 
 class CheckpointError(ConfigError):
@@ -114,27 +88,3 @@ def unreadable_because(path: Path, error: BaseException) -> str:
     if zipped:
         return f"is a damaged or truncated checkpoint ({size} bytes; torch: {said}): copy it again"
     return "is not a checkpoint: torch.save writes a zip archive, and this file is not one"
-
-
-class CheckpointFiles(TorchCheckpointIO):
-    """Lightning's checkpoint files, read as weights only and written atomically.
-
-    Given to the trainer as a plugin, this is what ``ckpt_path=`` resume,
-    ``trainer.test(ckpt_path=…)`` and ``ModelCheckpoint`` go through.
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any = None
-    ) -> None:
-        if storage_options is not None:
-            raise TypeError("varsac's checkpoint files take no storage_options")
-        # Serialised in memory first, as Lightning does: torch's zip writer reports a short
-        # write (a full disc) as a bare RuntimeError, a plain file write as the OSError it is.
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        replace_atomically(path, lambda handle: handle.write(buffer.getbuffer()))
-
-    def load_checkpoint(
-        self, path: str | os.PathLike[str], map_location: Any = None, weights_only: Any = None
-    ) -> dict[str, Any]:
-        return load_checkpoint(path)

@@ -2,33 +2,18 @@
 
 A task turns log-probabilities over classes into a per-sample NLL and into
 predictions, and names its metrics. Every task reports ``accuracy`` (the
-headline figure that checkpoints monitor) and may add its own.
+headline figure that checkpoints monitor) and may add its own. ``metrics()``
+imports torchmetrics when it is called: training and testing need it,
+prediction does not, and it is slow to import (it loads matplotlib too).
 """
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from torchmetrics import MeanAbsoluteError, Metric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MultilabelExactMatch, MultilabelRecall
 
-
-class BalancedAccuracy(Metric):
-    """The mean over classes of the fraction of each class predicted right, over the classes
-    that occur in the targets (scikit-learn's ``balanced_accuracy_score``)."""
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.add_state("right", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("support", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, predictions: Tensor, targets: Tensor) -> None:
-        """(B,) predicted and (B,) true class indices."""
-        self.support += torch.bincount(targets, minlength=self.num_classes)
-        self.right += torch.bincount(targets[predictions == targets], minlength=self.num_classes)
-
-    def compute(self) -> Tensor:
-        present = self.support > 0
-        return (self.right[present] / self.support[present]).mean()
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
 
 
 class Classification:
@@ -50,7 +35,12 @@ class Classification:
         """(B, K) → (B,) most likely class."""
         return log_probs.argmax(dim=1)
 
-    def metrics(self) -> MetricCollection:
+    def metrics(self) -> "MetricCollection":
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import MulticlassAccuracy
+
+        from varsac.metrics import BalancedAccuracy
+
         return MetricCollection(
             {
                 "accuracy": MulticlassAccuracy(self.num_classes, average="micro"),
@@ -66,7 +56,9 @@ class Counting(Classification):
     the true count (a miss by one costs less than a miss by ten).
     """
 
-    def metrics(self) -> MetricCollection:
+    def metrics(self) -> "MetricCollection":
+        from torchmetrics import MeanAbsoluteError
+
         metrics = super().metrics()
         metrics.add_metrics({"count_mae": MeanAbsoluteError()})
         return metrics
@@ -95,7 +87,10 @@ class SetClassification:
         top = log_probs.topk(self.set_size, dim=1).indices
         return torch.zeros_like(log_probs, dtype=torch.long).scatter_(1, top, 1)
 
-    def metrics(self) -> MetricCollection:
+    def metrics(self) -> "MetricCollection":
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import MultilabelExactMatch, MultilabelRecall
+
         return MetricCollection(
             {
                 "accuracy": MultilabelExactMatch(self.num_classes),

@@ -16,7 +16,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from varsac.checkpoint import CONFIG_KEY, CheckpointFiles, StoreConfig, load_checkpoint
+from varsac.checkpoint import CONFIG_KEY, load_checkpoint
+from varsac.checkpoint_files import CheckpointFiles, StoreConfig
 from varsac.config_check import check_config
 from varsac.errors import ConfigError
 from varsac.files import RESULTS_FILE, NoSpaceError, remove_partial_files, replace_atomically
