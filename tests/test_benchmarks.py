@@ -2,9 +2,12 @@
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import SMALL
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
@@ -38,3 +41,36 @@ def test_table1_compares_the_three_models_on_a_small_pyramid(
     assert ratios["resnet18, tiled, checkpointed"]["infer_1"]["speedup"] == (
         saccade["infer_1"]["images_per_s"] / checkpointed["infer_1"]["images_per_s"]
     )
+
+
+def test_fit_runs_reads_each_run_back_and_merges_rows_by_name(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    output = tmp_path / "rows.json"
+    overrides = " ".join([*SMALL, "trainer.max_epochs=2"])
+    env = {**os.environ, "VARSAC_DATA_DIR": str(mnist_dir), "OMP_NUM_THREADS": "1"}
+
+    def fit_runs(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(BENCHMARKS / "fit_runs.py"), "--json", str(output), *args]
+        result = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr
+        return result
+
+    fit_runs("--run", f"tiny={overrides}", "--output-root", str(tmp_path / "runs"))
+    (row,) = json.loads(output.read_text())["runs"]
+    assert row["name"] == "tiny"
+    assert row["command"] == shlex.join(["varsac", "fit", *SMALL, "trainer.max_epochs=2"])
+    assert [e["epoch"] for e in row["val_curve"]] == [0, 1]
+    assert all(0 <= e["accuracy"] <= 1 and 0.2 <= e["crop_scale"] <= 0.5 for e in row["val_curve"])
+    results = json.loads((Path(row["run_dir"]) / "results.json").read_text())["results"]
+    assert row["test"]["accuracy"] == results["test/accuracy"]
+    assert row["minutes"] > 0
+
+    # The same run collected under another name: a second row, the first one kept as it was.
+    printed = fit_runs("--collect", f"again={row['run_dir']}").stdout
+    rows = json.loads(output.read_text())["runs"]
+    assert [r["name"] for r in rows] == ["tiny", "again"] and rows[0] == row
+    assert rows[1]["val_curve"] == row["val_curve"] and rows[1]["minutes"] is None
+    assert "tiny" in printed and f"{row['test']['accuracy']:.4f}" in printed
