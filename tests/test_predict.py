@@ -11,7 +11,7 @@ import torch
 
 from conftest import varsac
 from varsac.checkpoint import load_checkpoint
-from varsac.predict import pixel_boxes, readable_as_is
+from varsac.predictor import pixel_boxes, readable_as_is
 from varsac.pyramid import write_pyramid
 
 SAMPLES = "samples=4"
@@ -102,6 +102,44 @@ def test_one_file_and_the_posterior_mean_alone(
     (row,) = rows(run)
     assert float(row["spread"]) == 0
     assert not (run / "saccades").exists()
+
+
+def damaged_pyramid(path: Path) -> Path:
+    """A grey pyramid TIFF whose every tile is damaged: its headers and levels read, its pixels
+    do not (each deflate stream's data after its two-byte zlib header is zeroed)."""
+    rng = np.random.default_rng(1)
+    data = bytearray(
+        write_pyramid(rng.integers(0, 256, (600, 600), dtype=np.uint8), path).read_bytes()
+    )
+    for i in range(len(data) - 40):
+        if data[i] == 0x78 and data[i + 1] in (0x01, 0x5E, 0x9C, 0xDA):
+            data[i + 2 : i + 40] = bytes(38)
+    path.write_bytes(data)
+    return path
+
+
+def test_an_image_that_fails_in_its_batch_fails_alone(
+    checkpoint: Path, inputs: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in ("a.jpg", "c.tif"):
+        (folder / name).write_bytes((inputs / name).read_bytes())
+    damaged_pyramid(folder / "b_damaged.tif")  # between the two, in the same batch of 8
+    mean = ["samples=0", "pictures=false"]  # the posterior mean: no seed in the comparison
+    result, run = predict(f"ckpt_path={checkpoint}", f"input={folder}", *mean, cwd=tmp_path)
+    assert result.returncode == 1
+    assert [Path(row["path"]).name for row in rows(run)] == ["a.jpg", "c.tif"]
+    document = json.loads((run / "predictions.json").read_text())
+    assert list(document["failed"]) == [str(folder / "b_damaged.tif")]
+    (reason,) = document["failed"].values()
+    assert "b_damaged.tif" in reason and "reading level" in reason
+    # the others are predicted as they are on their own
+    _, alone = predict(
+        f"ckpt_path={checkpoint}", f"input={inputs / 'c.tif'}", *mean, cwd=tmp_path, check=True
+    )
+    (expected,) = rows(alone)
+    assert {**rows(run)[1], "path": ""} == {**expected, "path": ""}
 
 
 def test_bad_inputs_are_named(checkpoint: Path, inputs: Path, tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 Each command but ``report`` is a Hydra app whose primary config is
 ``conf/<command>.yaml``; everything after the command goes to Hydra unchanged,
 so overrides, ``--cfg``, ``--help`` and ``-m`` work as in any Hydra app.
-``report`` takes a sweep directory and plain options.
+``report`` takes a sweep directory and plain options. Each command imports
+what it uses when it runs (``--help`` and ``report`` load neither Hydra nor
+torch, ``predict`` no Lightning).
 """
 
 import importlib
@@ -12,11 +14,12 @@ import os
 import re
 import sys
 from collections.abc import Callable
-
-import hydra
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING
 
 from varsac import __version__
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 log = logging.getLogger("varsac")
 
@@ -70,14 +73,14 @@ def usage() -> str:
     return USAGE.format(commands=listing(COMMANDS))
 
 
-def task_function(module: str, function: str, title: str) -> Callable[[DictConfig], object]:
+def task_function(module: str, function: str, title: str) -> Callable[["DictConfig"], object]:
     """The function Hydra runs, imported only when needed (torch is slow to load).
 
     Errors that come from what the user gave (a config value, a missing file)
     end the command with their message instead of a traceback.
     """
 
-    def run(cfg: DictConfig) -> object:
+    def run(cfg: "DictConfig") -> object:
         from hydra.core.hydra_config import HydraConfig
         from hydra.errors import InstantiationException
         from hydra.types import RunMode
@@ -155,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         module = "varsac.predict" if command == "predict" else "varsac.train"
         config_name, run = command, task_function(module, command, f"varsac {command}")
+    import hydra
+
     # Hydra reads its overrides from sys.argv; the command is ours, not Hydra's.
     sys.argv = [sys.argv[0], *overrides]
     app = hydra.main(config_path="pkg://varsac.conf", config_name=config_name, version_base="1.3")

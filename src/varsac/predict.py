@@ -1,18 +1,13 @@
 """``varsac predict``: a trained model on your images: what it decided, how sure, where it looked.
 
-Inputs are image files of any size in any format the installed libvips reads
-(JPEG, PNG, TIFF, WebP, HEIF/AVIF, GIF, SVG…: ``varsac.image_files`` asks
-libvips, by content). A file libvips recognises but cannot decode, or one named
-like an image that holds none, failed (the command exits 1); a file that is no
-image is skipped; both are listed with the reason. Pyramid TIFFs are read
-directly; any other image is converted once to a pyramid TIFF under
-``cache_dir`` and reused next time (the cache key holds the file's path, size
-and modification time, and the conversion settings). A saccade model averages
-the class probabilities of ``samples`` posterior samples and reports their
-standard deviation (how sure it is); the saccades drawn and listed are those of
-the posterior mean. A model trained with the spatial transformer on small
-tensors reads its glimpses through the localized spatial transformer here,
-which at full resolution samples the same pixels.
+A loop over ``varsac.Predictor`` (predictor.py, which says how images are
+converted, cached and predicted), ``batch_size`` images at a time. Inputs are
+image files of any size in any format the installed libvips reads (JPEG, PNG,
+TIFF, WebP, HEIF/AVIF, GIF, SVG…: ``varsac.image_files`` asks libvips, by
+content). A file libvips recognises but cannot decode, or one named like an
+image that holds none, failed (the command exits 1); a file that is no image is
+skipped; both are listed with the reason. An image that fails while its batch
+is predicted fails alone: the batch is predicted again image by image.
 
 Outputs, in the run directory:
 
@@ -25,54 +20,27 @@ Outputs, in the run directory:
   the glimpses.
 """
 
-import hashlib
 import io
 import json
 import logging
 import time
-import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 from PIL import Image
-from torch import Tensor
 from tqdm import tqdm
 
-from varsac.checkpoint import CONFIG_KEY, DATA_KEY, load_varsac_checkpoint
 from varsac.config_check import checked_arguments
-from varsac.data.photo_conversion import fit_square
-from varsac.data.pyramid_conversion import CONVERSION_ERRORS, as_srgb, convert_all
-from varsac.data.pyramid_dataset import read_proxies
-from varsac.errors import ConfigError, check_at_least
+from varsac.errors import check_at_least
 from varsac.files import replace_atomically, write_csv_atomically
 from varsac.image_files import SortedFiles, readable_formats, sort_files
-from varsac.models.localized_spatial_transformer import LocalizedSpatialTransformer
-from varsac.models.saccader import Saccader
-from varsac.models.spatial_transformer import SpatialTransformer
-from varsac.pyramid import NotAPyramidWarning, PyramidTIFF, open_image, write_pyramid
-from varsac.train import run_dir
-from varsac.viz import SaccadePicture, describe, draw_saccades
+from varsac.predictor import PICTURE_SIDE, Prediction, Predictor
+from varsac.pyramid import PyramidTIFF
+from varsac.viz import draw_saccades
 
 log = logging.getLogger(__name__)
-
-PICTURE_SIDE = 512  # pixels of the longer side of the image in the saccade pictures
-
-
-@dataclass
-class Prediction:
-    """One image's prediction. Boxes are (left, top, width, height) in pixels of the original."""
-
-    path: str
-    prediction: str
-    probability: float  # of the predicted class (the mean over the posterior samples)
-    spread: float  # its standard deviation over the samples (0 without sampling)
-    probabilities: dict[str, float]
-    spreads: dict[str, float]
-    glimpses: list[dict[str, float]] = field(default_factory=list)
-    seconds: float = 0.0  # reading the glimpses and predicting, conversion excluded
 
 
 @dataclass(frozen=True)
@@ -83,6 +51,7 @@ class PredictOptions:
     input: str
     cache_dir: str
     samples: int = 16
+    batch_size: int = 8
     size: int | None = None
     workers: int | None = None
     device: str = "auto"
@@ -90,19 +59,9 @@ class PredictOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_at_least(samples=(self.samples, 0))
+        check_at_least(samples=(self.samples, 0), batch_size=(self.batch_size, 1))
         if self.size is not None:
             check_at_least(size=(self.size, 1))
-
-
-@dataclass
-class LoadedModel:
-    """A checkpoint's model, its class names, and the proxy side and image channels it takes."""
-
-    model: torch.nn.Module
-    class_names: list[str]
-    proxy_size: int
-    channels: int
 
 
 def find_images(path: Path) -> SortedFiles:
@@ -132,121 +91,6 @@ def find_images(path: Path) -> SortedFiles:
     return found
 
 
-def load_model(ckpt_path: Path, device: torch.device) -> LoadedModel:
-    """The model of a varsac checkpoint, in eval mode on ``device``, with what it needs."""
-    checkpoint = load_varsac_checkpoint(ckpt_path)
-    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    data = checkpoint.get(DATA_KEY, {})
-    if not data.get("proxy_from_image", True):
-        raise ConfigError(
-            f"{ckpt_path} was trained with a proxy that is another image than the input "
-            f"(data: {cfg.data._target_}); varsac predict makes the proxy from the image itself"
-        )
-    model = instantiate(cfg.model)
-    model.load_state_dict(checkpoint["state_dict"])
-    if isinstance(getattr(model, "cropper", None), SpatialTransformer):
-        model.cropper = LocalizedSpatialTransformer(window=model.cropper.window)
-    num_classes = model.task.num_classes
-    names = data.get("class_names") or [str(k) for k in range(num_classes)]
-    return LoadedModel(
-        model.to(device).eval(), list(names), cfg.data.proxy_size, cfg.image_channels
-    )
-
-
-def cached_pyramid_path(source: Path, cache_dir: Path, size: int | None, channels: int) -> Path:
-    """Where ``source`` converted with these settings lives in the cache."""
-    stat = source.stat()
-    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{size}|{channels}"
-    return cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.tif"
-
-
-def readable_as_is(path: Path, channels: int) -> bool:
-    """Whether ``path`` is a pyramid TIFF (with coarser levels) of ``channels`` channels."""
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotAPyramidWarning)
-        try:
-            pyramid = PyramidTIFF(path)
-            return len(pyramid.levels) > 1 and pyramid.channels == channels
-        except CONVERSION_ERRORS:
-            return False
-
-
-def convert(source: Path, target: Path, size: int | None, channels: int) -> None:
-    """``source`` as an 8-bit pyramid TIFF of ``channels`` (1 or 3), resized to size² if given."""
-    image = as_srgb(open_image(source))
-    if size is not None:
-        image = fit_square(image, size, "resize")
-    if channels == 1:
-        image = image.colourspace("b-w")
-    write_pyramid(image, target, compression="jpeg", quality=90)
-
-
-def pyramids_for(
-    sources: list[Path], cfg: PredictOptions, channels: int
-) -> tuple[dict[Path, Path], dict[Path, str]]:
-    """({source: pyramid to read}, {source: why it failed}), converting what is not cached."""
-    cache_dir = Path(cfg.cache_dir).expanduser()
-    pyramids, jobs = {}, []
-    for source in sources:
-        if cfg.size is None and readable_as_is(source, channels):
-            pyramids[source] = source
-            continue
-        target = cached_pyramid_path(source, cache_dir, cfg.size, channels)
-        pyramids[source] = target
-        if not target.is_file():
-            jobs.append((source, target))
-    if jobs:
-        log.info("converting %d of %d images to pyramids in %s", len(jobs), len(sources), cache_dir)
-    failures = convert_all(
-        jobs, lambda s, t: convert(s, t, cfg.size, channels), cfg.workers, "image"
-    )
-    return {s: p for s, p in pyramids.items() if s not in failures}, failures
-
-
-@torch.no_grad()
-def predict_one(
-    loaded: LoadedModel, image: PyramidTIFF, samples: int
-) -> tuple[Tensor, Tensor, SaccadePicture | None]:
-    """(K,) mean class probabilities, (K,) their spread, and the saccade picture or None."""
-    model = loaded.model
-    if not isinstance(model, Saccader):
-        probabilities = model([image]).exp()[0].cpu()
-        return probabilities, torch.zeros_like(probabilities), None
-    proxy = read_proxies([image], loaded.proxy_size).to(next(model.parameters()).device)
-    mean = model.saccade([image], proxy, sample=False)
-    if samples > 0:
-        looks = [model.saccade([image], proxy, sample=True) for _ in range(samples)]
-        probabilities = torch.stack([look.log_probs[0].exp() for look in looks])
-    else:
-        probabilities = mean.log_probs.exp()
-    # the image at a level a little larger than the picture, in its own shape
-    display = image.read_level(image.proxy_level(PICTURE_SIDE))
-    picture = SaccadePicture(
-        image=torch.from_numpy(display).permute(2, 0, 1).float() / 255,
-        proxy=proxy[0].cpu(),
-        boxes=mean.boxes[0].cpu(),
-        glimpses=mean.glimpses[0].cpu(),
-    )
-    probabilities, spread = probabilities.mean(0), probabilities.std(0, correction=0)
-    return probabilities.cpu(), spread.cpu(), picture
-
-
-def pixel_boxes(boxes: Tensor, width: int, height: int) -> list[dict[str, float]]:
-    """(T, 4) fractions (x0, y0, x1, y1) → per glimpse {step, left, top, width, height}, pixels."""
-    return [
-        {
-            "step": step + 1,
-            "left": round(x0 * width, 1),
-            "top": round(y0 * height, 1),
-            "width": round((x1 - x0) * width, 1),
-            "height": round((y1 - y0) * height, 1),
-        }
-        for step, (x0, y0, x1, y1) in enumerate(boxes.tolist())
-    ]
-
-
 def picture_name(source: Path, root: Path) -> str:
     """A file name for ``source``'s picture, unique among the inputs under ``root``."""
     relative = source.relative_to(root) if root.is_dir() else Path(source.name)
@@ -258,62 +102,34 @@ def predict(config: DictConfig) -> None:
     cfg = PredictOptions(**checked_arguments(PredictOptions, config))
     root = Path(cfg.input).expanduser()
     found = find_images(root)
-    sources = found.images
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    )
     started = time.perf_counter()
-    loaded = load_model(Path(cfg.ckpt_path).expanduser(), device)
+    predictor = Predictor.from_checkpoint(
+        Path(cfg.ckpt_path).expanduser(), cfg.device, cfg.samples, size=cfg.size,
+        cache_dir=cfg.cache_dir, workers=cfg.workers, seed=cfg.seed,
+    )  # fmt: skip
     seconds = {"loading the model": time.perf_counter() - started}
-    torch.manual_seed(cfg.seed)
     started = time.perf_counter()
-    pyramids, failures = pyramids_for(sources, cfg, loaded.channels)
+    pyramids, failures = predictor.pyramids(found.images)
     failures = {**found.failed, **failures}
     seconds["converting"] = time.perf_counter() - started
-    out = run_dir()
+    out = Path(HydraConfig.get().runtime.output_dir)
+    sources = [source for source in found.images if source in pyramids]
+    images = [(str(source), PyramidTIFF(pyramids[source])) for source in sources]
     predictions = []
-    for source in tqdm(sources, desc="predicting", unit="image"):
-        if source not in pyramids:
+    outcomes = predictor.predict_each(images, cfg.batch_size, cfg.pictures)
+    for index, outcome in tqdm(outcomes, total=len(images), desc="predicting", unit="image"):
+        if isinstance(outcome, str):
+            failures[sources[index]] = outcome
+            log.warning("could not predict %s: %s", sources[index], outcome)
             continue
-        try:
-            prediction, picture = predict_file(loaded, source, pyramids[source], cfg.samples)
-        except CONVERSION_ERRORS as error:
-            failures[source] = " ".join(str(error).split())
-            log.warning("could not predict %s: %s", source, failures[source])
-            continue
-        if picture is not None and cfg.pictures:
-            sheet = draw_saccades([picture], side=PICTURE_SIDE, glimpse_side=128)
-            write_png(sheet, out / "saccades" / picture_name(source, root))
-        predictions.append(prediction)
-    write_tables(predictions, failures, found.skipped, seconds, out, loaded.class_names)
+        if outcome.picture is not None:
+            sheet = draw_saccades([outcome.picture], side=PICTURE_SIDE, glimpse_side=128)
+            write_png(sheet, out / "saccades" / picture_name(sources[index], root))
+        predictions.append(outcome)
+    write_tables(predictions, failures, found.skipped, seconds, out, predictor.class_names)
     log.info(summary(predictions, failures, found.skipped, seconds, out))
     if failures:
         raise SystemExit(1)
-
-
-def predict_file(
-    loaded: LoadedModel, source: Path, pyramid: Path, samples: int
-) -> tuple[Prediction, SaccadePicture | None]:
-    """One image's prediction, and its saccade picture (None for a model without saccades)."""
-    started = time.perf_counter()
-    image = PyramidTIFF(pyramid)
-    probabilities, spread, picture = predict_one(loaded, image, samples)
-    names = loaded.class_names
-    predicted = loaded.model.task.predict(probabilities.log()[None])[0]
-    best = int(probabilities.argmax())
-    prediction = Prediction(
-        path=str(source),
-        prediction=describe(predicted, names),
-        probability=float(probabilities[best]),
-        spread=float(spread[best]),
-        probabilities=dict(zip(names, probabilities.tolist(), strict=True)),
-        spreads=dict(zip(names, spread.tolist(), strict=True)),
-        seconds=time.perf_counter() - started,
-    )
-    if picture is not None:
-        prediction.glimpses = pixel_boxes(picture.boxes, *image.levels[0])
-        picture.prediction = prediction.prediction
-    return prediction, picture
 
 
 def write_png(picture: Image.Image, path: Path) -> None:
@@ -340,7 +156,7 @@ def write_tables(
     )
     write_csv_atomically(out / "predictions.csv", header, rows)
     document = {
-        "predictions": [asdict(p) for p in predictions],
+        "predictions": [p.record() for p in predictions],
         "failed": {str(k): v for k, v in failures.items()},
         "skipped": {str(k): v for k, v in skipped.items()},
         "seconds": seconds,

@@ -1,0 +1,390 @@
+"""``varsac.Predictor``: a trained model on images, from Python; ``varsac predict`` runs it too.
+
+    predictor = Predictor.from_checkpoint("last.ckpt", device="auto", samples=16)
+    for p in predictor(["photo.jpg", pyramid, array]):
+        print(p.prediction, p.probability, p.spread, p.glimpses)
+
+An image is a path to any file libvips reads (converted once to a pyramid TIFF
+under ``cache_dir`` and reused next time: the cache key holds the file's path,
+size and modification time and the conversion settings; a pyramid TIFF with the
+model's channels is read as it is), a ``PyramidTIFF``, or an image in memory: a
+uint8 array (H, W) or (H, W, C), or a float tensor (C, H, W) in [0, 1], written
+losslessly to a temporary pyramid. A saccade model averages the class
+probabilities of ``samples`` posterior samples, run as one batch per batch of
+images, and reports their standard deviation (how sure it is); the glimpses
+reported are those of the posterior mean. Its proxy decoder, which only the
+training loss needs, does not run. A model trained with the spatial transformer
+on small tensors reads its glimpses through the localized spatial transformer
+here, which at full resolution samples the same pixels.
+
+Everything here needs torch, pyvips and Hydra's ``instantiate``, not Lightning:
+the saccade model is rebuilt as a ``SaccadeNetwork`` (the baselines, which are
+LightningModules, import it).
+"""
+
+import hashlib
+import inspect
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import numpy as np
+import pyvips
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from varsac.checkpoint import CONFIG_KEY, DATA_KEY, load_varsac_checkpoint
+from varsac.data.photo_conversion import fit_square
+from varsac.data.pyramid_conversion import CONVERSION_ERRORS, as_srgb, convert_all
+from varsac.data.pyramid_dataset import read_proxies
+from varsac.errors import ConfigError, check_at_least
+from varsac.models.localized_spatial_transformer import LocalizedSpatialTransformer
+from varsac.models.saccades import SaccadeNetwork
+from varsac.models.spatial_transformer import SpatialTransformer
+from varsac.pyramid import NotAPyramidWarning, PyramidTIFF, open_image, write_pyramid
+from varsac.viz import SaccadePicture, describe
+
+log = logging.getLogger(__name__)
+
+ImageInput = str | os.PathLike[str] | PyramidTIFF | np.ndarray | Tensor
+SACCADER = "varsac.models.saccader.Saccader"  # the _target_ that SaccadeNetwork stands in for
+PICTURE_SIDE = 512  # pixels of the longer side of the image in the saccade pictures
+
+
+@dataclass
+class Prediction:
+    """One image's prediction. Boxes are (left, top, width, height) in pixels of the original."""
+
+    path: str | None  # the image's file, None for one in memory
+    prediction: str
+    probability: float  # of the predicted class (the mean over the posterior samples)
+    spread: float  # its standard deviation over the samples (0 without sampling)
+    probabilities: dict[str, float]
+    spreads: dict[str, float]
+    glimpses: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0  # its share of its batch's reading and predicting, conversion excluded
+    # what varsac.viz.draw_saccades draws, when asked for (a saccade model only)
+    picture: SaccadePicture | None = field(default=None, repr=False, compare=False)
+
+    def record(self) -> dict[str, Any]:
+        """The prediction as plain values, the picture left out (for predictions.json)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "picture"}
+
+
+class ImageError(ValueError):
+    """An image that could not be read or predicted; the message names it and says why."""
+
+
+def pixel_boxes(boxes: Tensor, width: int, height: int) -> list[dict[str, float]]:
+    """(T, 4) fractions (x0, y0, x1, y1) → per glimpse {step, left, top, width, height}, pixels."""
+    return [
+        {
+            "step": step + 1,
+            "left": round(x0 * width, 1),
+            "top": round(y0 * height, 1),
+            "width": round((x1 - x0) * width, 1),
+            "height": round((y1 - y0) * height, 1),
+        }
+        for step, (x0, y0, x1, y1) in enumerate(boxes.tolist())
+    ]
+
+
+def default_cache_dir() -> Path:
+    """``$VARSAC_DATA_DIR/predict_pyramids``, as ``varsac predict``'s ``cache_dir``."""
+    return Path(os.environ.get("VARSAC_DATA_DIR", "~/.cache/varsac")).expanduser() / (
+        "predict_pyramids"
+    )
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto``: a GPU if there is one, else the CPU; anything else as torch names it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def build_model(model: DictConfig) -> nn.Module:
+    """The model a checkpoint's ``model`` config describes; a ``Saccader`` as the
+    ``SaccadeNetwork`` of its parts (the same state dict, no training machinery)."""
+    if model.get("_target_") != SACCADER:
+        return instantiate(model)
+    taken = inspect.signature(SaccadeNetwork).parameters
+    parts = {
+        key: instantiate(value) if OmegaConf.is_config(value) else value
+        for key, value in model.items()
+        if key in taken
+    }
+    return SaccadeNetwork(**parts)
+
+
+def cached_pyramid_path(source: Path, cache_dir: Path, size: int | None, channels: int) -> Path:
+    """Where ``source`` converted with these settings lives in the cache."""
+    stat = source.stat()
+    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{size}|{channels}"
+    return cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.tif"
+
+
+def readable_as_is(path: Path, channels: int) -> bool:
+    """Whether ``path`` is a pyramid TIFF (with coarser levels) of ``channels`` channels."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotAPyramidWarning)
+        try:
+            pyramid = PyramidTIFF(path)
+            return len(pyramid.levels) > 1 and pyramid.channels == channels
+        except CONVERSION_ERRORS:
+            return False
+
+
+def model_image(image: pyvips.Image, size: int | None, channels: int) -> pyvips.Image:
+    """8-bit sRGB (``channels`` 3) or grey (1), resized to size² if given. An image that is
+    already that (8 bits, no colour profile) keeps its pixels: an array in memory is read
+    exactly as a pyramid TIFF of the same pixels."""
+    kept = (
+        image.format == "uchar"
+        and image.bands == channels
+        and image.interpretation == ("b-w" if channels == 1 else "srgb")
+        and not image.get_typeof("icc-profile-data")
+    )
+    if not kept:
+        image = as_srgb(image)
+        image = image.colourspace("b-w") if channels == 1 else image
+    return image if size is None else fit_square(image, size, "resize")
+
+
+def in_memory_image(image: np.ndarray | Tensor) -> pyvips.Image:
+    """A uint8 (H, W) or (H, W, C) array, or a float (C, H, W) tensor in [0, 1], for libvips."""
+    if isinstance(image, Tensor):
+        if image.ndim != 3 or not image.is_floating_point():
+            raise ValueError(
+                f"a tensor image must be float (C, H, W) in [0, 1], got {image.dtype} "
+                f"{tuple(image.shape)}"
+            )
+        image = (image.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or image.size == 0:
+        raise ValueError(
+            f"an array image must be uint8 (H, W) or (H, W, C), got {image.dtype} {image.shape}"
+        )
+    bands = 1 if image.ndim == 2 else image.shape[2]
+    interpretation = "b-w" if bands in (1, 2) else "srgb"
+    return pyvips.Image.new_from_array(np.ascontiguousarray(image), interpretation=interpretation)
+
+
+class Predictor:
+    """A trained model's predictions, in batches of images (see the module's docstring).
+
+    ``model``: a ``SaccadeNetwork`` or a baseline classifier (images → (B, K) class
+    log-probabilities), in eval mode; ``proxy_size`` and ``channels``: the side of its
+    proxy and the channels of its images. ``seed`` seeds the posterior samples of each
+    batch (``predict_batch``): the same images in the same batches get the same answers.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        class_names: Sequence[str],
+        proxy_size: int,
+        channels: int,
+        device: str | torch.device = "auto",
+        samples: int = 16,
+        size: int | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        workers: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        check_at_least(samples=(samples, 0))
+        if size is not None:
+            check_at_least(size=(size, 1))
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.class_names = list(class_names)
+        self.proxy_size = proxy_size
+        self.channels = channels
+        self.samples = samples
+        self.size = size
+        self.cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+        self.workers = workers
+        self.seed = seed
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike[str], device: str | torch.device = "auto", samples: int = 16,
+        **options: Any,
+    ) -> "Predictor":  # fmt: skip
+        """The model of a ``varsac fit`` checkpoint, loaded as weights only (it runs no code).
+
+        ``options``: the other arguments of ``Predictor`` (size, cache_dir, workers, seed).
+        """
+        checkpoint = load_varsac_checkpoint(path)
+        cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+        data = checkpoint.get(DATA_KEY, {})
+        if not data.get("proxy_from_image", True):
+            raise ConfigError(
+                f"{path} was trained with a proxy that is another image than the input "
+                f"(data: {cfg.data._target_}); prediction makes the proxy from the image itself"
+            )
+        model = build_model(cfg.model)
+        model.load_state_dict(checkpoint["state_dict"])
+        if isinstance(getattr(model, "cropper", None), SpatialTransformer):
+            model.cropper = LocalizedSpatialTransformer(window=model.cropper.window)
+        names = data.get("class_names") or [str(k) for k in range(model.task.num_classes)]
+        return cls(
+            model, names, cfg.data.proxy_size, cfg.image_channels, device, samples, **options
+        )
+
+    def __call__(
+        self, images: ImageInput | Sequence[ImageInput], batch_size: int = 8, pictures: bool = False
+    ) -> list[Prediction]:
+        """One ``Prediction`` per image, in order (a single image: a list of one).
+
+        ``pictures``: also each prediction's ``picture`` of the saccades (``draw_saccades``).
+        Raises ``ImageError``, naming the image, for one that cannot be read.
+        """
+        if isinstance(images, str | os.PathLike | PyramidTIFF | np.ndarray | Tensor):
+            images = [images]
+        with TemporaryDirectory(prefix="varsac-images-") as scratch:
+            labels, files, entries = [], [], []  # entries: (path reported, file to read)
+            for index, image in enumerate(images):
+                if isinstance(image, PyramidTIFF):
+                    image = image.path
+                if isinstance(image, str | os.PathLike):
+                    if not Path(image).is_file():
+                        raise ImageError(f"{image}: no such file")
+                    labels.append(str(image))
+                    files.append(Path(image))
+                    entries.append((str(image), Path(image)))
+                    continue
+                labels.append(f"image {index} ({type(image).__name__} in memory)")
+                target = Path(scratch) / f"{index}.tif"
+                try:
+                    write_pyramid(model_image(in_memory_image(image), self.size, self.channels),
+                                  target)  # fmt: skip
+                except CONVERSION_ERRORS as error:
+                    raise ImageError(f"{labels[-1]}: {in_one_line(error)}") from None
+                entries.append((None, target))
+            pyramids, failures = self.pyramids(files)
+            for path, reason in failures.items():
+                raise ImageError(f"{path}: {reason}")
+            ordered = [(path, PyramidTIFF(pyramids.get(file, file))) for path, file in entries]
+            predictions = []
+            for index, outcome in self.predict_each(ordered, batch_size, pictures):
+                if isinstance(outcome, str):
+                    raise ImageError(f"{labels[index]}: {outcome}")
+                predictions.append(outcome)
+            return predictions
+
+    def pyramids(self, sources: Sequence[Path]) -> tuple[dict[Path, Path], dict[Path, str]]:
+        """({source: pyramid to read}, {source: why it failed}), converting what is not cached,
+        on ``workers`` threads."""
+        pyramids, jobs = {}, []
+        for source in sources:
+            if self.size is None and readable_as_is(source, self.channels):
+                pyramids[source] = source
+                continue
+            target = cached_pyramid_path(source, self.cache_dir, self.size, self.channels)
+            pyramids[source] = target
+            if not target.is_file():
+                jobs.append((source, target))
+        if not jobs:
+            return pyramids, {}
+        log.info(
+            "converting %d of %d images to pyramids in %s", len(jobs), len(sources), self.cache_dir
+        )
+        failures = convert_all(jobs, self.convert, self.workers, "image")
+        return {s: p for s, p in pyramids.items() if s not in failures}, failures
+
+    def convert(self, source: Path, target: Path) -> None:
+        """``source`` as an 8-bit pyramid TIFF with the model's channels (JPEG tiles)."""
+        image = model_image(open_image(source), self.size, self.channels)
+        write_pyramid(image, target, compression="jpeg", quality=90)
+
+    def predict_each(
+        self, images: Sequence[tuple[str | None, PyramidTIFF]], batch_size: int, pictures: bool
+    ) -> Iterator[tuple[int, Prediction | str]]:
+        """(index, its Prediction, or why it failed) for each (path or None, pyramid), in
+        order, ``batch_size`` images at a time. A batch that fails to read is predicted again
+        image by image, so that one bad image fails alone."""
+        check_at_least(batch_size=(batch_size, 1))
+        for start in range(0, len(images), batch_size):
+            batch = range(start, min(start + batch_size, len(images)))
+            try:
+                predicted = self.predict_batch([images[i] for i in batch], pictures, start)
+            except CONVERSION_ERRORS as error:
+                if len(batch) == 1:
+                    yield start, in_one_line(error)
+                    continue
+                for index in batch:  # again one by one: which image failed, and the others
+                    try:
+                        (alone,) = self.predict_batch([images[index]], pictures, index)
+                    except CONVERSION_ERRORS as error:
+                        yield index, in_one_line(error)
+                    else:
+                        yield index, alone
+                continue
+            yield from zip(batch, predicted, strict=True)
+
+    @torch.no_grad()
+    def predict_batch(
+        self, images: Sequence[tuple[str | None, PyramidTIFF]], pictures: bool, position: int = 0
+    ) -> list[Prediction]:
+        """The predictions of B images, (path or None, pyramid) each, in one batch; the
+        posterior samples seeded by ``seed`` + ``position`` (that of the batch's first image),
+        the caller's random state left as it was."""
+        started = time.perf_counter()
+        pyramids = [pyramid for _, pyramid in images]
+        model, proxy, mean = self.model, None, None
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices):
+            torch.manual_seed(self.seed + position)
+            if isinstance(model, SaccadeNetwork):
+                proxy = read_proxies(pyramids, self.proxy_size).to(self.device)  # (B, C, P, P)
+                mean = model.saccade(pyramids, proxy, sample=False)
+                if self.samples > 0:
+                    looks = model.saccade(pyramids, proxy, sample=True, looks=self.samples)
+                    probabilities = looks.log_probs.exp().view(len(images), self.samples, -1)
+                else:
+                    probabilities = mean.log_probs.exp()[:, None]  # (B, 1, K)
+            else:
+                probabilities = model(pyramids).exp()[:, None]
+        average, spread = probabilities.mean(1).cpu(), probabilities.std(1, correction=0).cpu()
+        predicted = model.task.predict(average.log())
+        seconds = (time.perf_counter() - started) / len(images)
+        predictions = []
+        for i, (path, pyramid) in enumerate(images):
+            best = int(average[i].argmax())
+            prediction = Prediction(
+                path=path,
+                prediction=describe(predicted[i], self.class_names),
+                probability=float(average[i, best]),
+                spread=float(spread[i, best]),
+                probabilities=dict(zip(self.class_names, average[i].tolist(), strict=True)),
+                spreads=dict(zip(self.class_names, spread[i].tolist(), strict=True)),
+                seconds=seconds,
+            )
+            if mean is not None:
+                prediction.glimpses = pixel_boxes(mean.boxes[i], *pyramid.levels[0])
+                if pictures:
+                    # the image at a level a little larger than the picture, in its own shape
+                    display = pyramid.read_level(pyramid.proxy_level(PICTURE_SIDE))
+                    prediction.picture = SaccadePicture(
+                        image=torch.from_numpy(display).permute(2, 0, 1).float() / 255,
+                        proxy=proxy[i].cpu(),
+                        boxes=mean.boxes[i].cpu(),
+                        glimpses=mean.glimpses[i].cpu(),
+                        prediction=prediction.prediction,
+                    )
+            predictions.append(prediction)
+        return predictions
+
+
+def in_one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
