@@ -2,14 +2,17 @@
 
 import functools
 import itertools
+from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Normal
 from torch.utils.data import DataLoader
 
 from varsac.errors import ConfigError
+from varsac.models import localized_spatial_transformer as lst
 from varsac.models.classifier import NonFiniteLossError
 from varsac.models.crop_classifier import CropClassifier
 from varsac.models.full_image import FullImageClassifier
@@ -23,6 +26,7 @@ from varsac.models.spatial_transformer import (
     crops_from_latents,
 )
 from varsac.models.vrnn import VRNN
+from varsac.pyramid import PyramidTIFF, write_pyramid
 from varsac.tasks import Classification, SetClassification
 
 
@@ -332,3 +336,21 @@ def test_a_schedule_spans_the_trainer_s_steps() -> None:
     endless = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False)
     with pytest.raises(ConfigError, match=r"trainer\.max_epochs or trainer\.max_steps"):
         endless.fit(model, train_dataloaders=DataLoader(samples, batch_size=4))
+
+
+def test_the_lst_samples_the_same_glimpses_in_chunks_as_in_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Glimpses of different sizes and levels, one outside the image: chunked sampling (one
+    glimpse a chunk here) gives what one grid_sample over all of them gives."""
+    pixels = np.random.default_rng(0).integers(0, 256, (600, 400, 3), dtype=np.uint8)
+    image = PyramidTIFF(write_pyramid(pixels, tmp_path / "image.tif"))
+    crops = torch.tensor([[[0.2, -0.5, 0.3], [0.5, 0.1, 0.1], [0.05, 0.9, -0.9], [0.1, 3.0, 3.0]]])
+    cropper = lst.LocalizedSpatialTransformer(window=16)
+    together = cropper([image, image], crops.expand(2, -1, -1))
+    monkeypatch.setattr(lst, "CHUNK_VALUES", 1)
+    apart = cropper([image, image], crops.expand(2, -1, -1))
+    assert together.shape == (2, 4, 3, 16, 16)
+    torch.testing.assert_close(apart, together)
+    assert together[:, 3].abs().max() == 0  # outside the image: zeros
+    assert together[:, :3].amax(dim=(2, 3, 4)).min() > 0  # inside: pixels

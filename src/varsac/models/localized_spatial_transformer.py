@@ -87,13 +87,19 @@ def read(image: Pyramid, region: Region) -> np.ndarray | None:
     )
 
 
+# Padded pixels (N · height · width) sampled in one grid_sample call at most: 2²⁴, 64 MiB of
+# float32 per channel (hundreds of glimpses of the usual sizes, a few of full resolution)
+CHUNK_VALUES = 2**24
+
+
 class LocalizedSpatialTransformer(nn.Module):
     """Bilinear glimpses of pyramid images, read region by region.
 
     (B,) pyramids and (B, T, 3) crops → (B, T, C, window, window) glimpses in [0, 1],
     the interface of ``SpatialTransformer``. ``max_level`` caps the pyramid level
     (0 reads full resolution, exactly the spatial transformer); the reads of a
-    batch run on ``workers`` threads.
+    batch run on ``workers`` threads, and its glimpses are sampled together, in
+    chunks (``CHUNK_VALUES``).
     """
 
     def __init__(self, window: int = 32, max_level: int | None = None, workers: int = 8) -> None:
@@ -117,29 +123,51 @@ class LocalizedSpatialTransformer(nn.Module):
             regions.append(bounding_region(points, level, *image.levels[level]))
         with ThreadPoolExecutor(self.workers) as pool:
             patches = list(pool.map(read, owners, regions))
-        glimpses = [
-            self.sample(points, image, region, patch)
-            for points, image, region, patch in zip(grid, owners, regions, patches, strict=True)
-        ]
-        return torch.stack(glimpses).view(batch, steps, *glimpses[0].shape)
+        glimpses = []
+        start = 0
+        while start < len(patches):  # in chunks of at most CHUNK_VALUES padded pixel values
+            stop, height, width = start, 1, 1
+            while stop < len(patches):
+                h, w = (1, 1) if patches[stop] is None else patches[stop].shape[:2]
+                grown = (max(height, h), max(width, w))
+                if stop > start and (stop - start + 1) * grown[0] * grown[1] > CHUNK_VALUES:
+                    break
+                height, width = grown
+                stop += 1
+            chunk = slice(start, stop)
+            glimpses.append(self.sample(grid[chunk], owners[chunk], regions[chunk], patches[chunk]))
+            start = stop
+        return torch.cat(glimpses).view(batch, steps, *glimpses[0].shape[1:])
 
     def sample(
-        self, grid: Tensor, image: Pyramid, region: Region, patch: np.ndarray | None
+        self,
+        grid: Tensor,
+        images: Sequence[Pyramid],
+        regions: Sequence[Region],
+        patches: Sequence[np.ndarray | None],
     ) -> Tensor:
-        """One glimpse (C, w, w) from the region's pixels, the grid re-expressed relative to it."""
-        if patch is None:  # the glimpse lies wholly outside the image: zeros, as grid_sample pads
-            return grid.new_zeros(image.channels, self.window, self.window)
-        pixels = torch.from_numpy(patch).to(grid.device, grid.dtype).div_(255)
-        pixels = pixels.permute(2, 0, 1).unsqueeze(0)  # (1, C, h, w)
-        x, y = to_pixels(grid, *image.levels[region.level])
-        region_height, region_width = pixels.shape[-2:]
-        local = torch.stack(
-            [
-                (2 * (x - region.left) + 1) / region_width - 1,
-                (2 * (y - region.top) + 1) / region_height - 1,
-            ],
-            dim=-1,
-        )
+        """(N, C, w, w) glimpses from their regions' pixels, in one ``grid_sample``: the
+        patches padded with zeros to the largest, each grid (N, w, w, 2) re-expressed relative
+        to its patch. Bilinear weights outside a patch fall on zeros, as ``grid_sample``
+        pads; a glimpse wholly outside its image (no patch) is zeros."""
+        height = max((p.shape[0] for p in patches if p is not None), default=1)
+        width = max((p.shape[1] for p in patches if p is not None), default=1)
+        canvas = np.zeros((len(patches), height, width, images[0].channels), np.uint8)
+        origins, sizes = [], []
+        for index, (image, region, patch) in enumerate(zip(images, regions, patches, strict=True)):
+            if patch is not None:
+                canvas[index, : patch.shape[0], : patch.shape[1]] = patch
+                origins.append((region.left, region.top))
+            else:  # far outside the canvas: grid_sample reads zeros
+                origins.append((-4 * width, -4 * height))
+            sizes.append(image.levels[region.level])
+        pixels = torch.from_numpy(canvas).to(grid.device, grid.dtype).div_(255)
+        pixels = pixels.permute(0, 3, 1, 2)  # (N, C, height, width)
+        origin = torch.tensor(origins, dtype=grid.dtype, device=grid.device)[:, None, None]
+        size = torch.tensor(sizes, dtype=grid.dtype, device=grid.device)[:, None, None]
+        points = (grid + 1) * size / 2 - 0.5  # pixel coordinates (x, y) of each level
+        extent = torch.tensor([width, height], dtype=grid.dtype, device=grid.device)
+        local = (2 * (points - origin) + 1) / extent - 1
         return F.grid_sample(
-            pixels, local.unsqueeze(0), mode="bilinear", padding_mode="zeros", align_corners=False
-        )[0]
+            pixels, local, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
