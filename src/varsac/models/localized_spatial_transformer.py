@@ -1,4 +1,4 @@
-"""The localized spatial transformer (LST): glimpses read off pyramid TIFFs (DESIGN.md §3).
+"""The localized spatial transformer (LST): glimpses read off pyramid TIFFs (docs/design.md §5).
 
 The spatial transformer samples a glimpse bilinearly from the whole image. The
 LST computes the same sampling grid, maps it to pixel coordinates of one pyramid

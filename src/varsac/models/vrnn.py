@@ -1,4 +1,4 @@
-"""The variational recurrent network that decides where to look (DESIGN.md §2).
+"""The variational recurrent network that decides where to look (docs/design.md §3).
 
 At every step t, with h the recurrent state and φ(c) the proxy features:
 
