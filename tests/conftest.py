@@ -13,7 +13,7 @@ import pyvips
 from varsac.data.megapixel_mnist import generate_megapixel_mnist
 from varsac.data.mnist import MNISTDigits, load_mnist
 from varsac.data.photo_conversion import convert_photos
-from varsac.data.starcraft_scenes import generate_scenes
+from varsac.data.starcraft.scenes import generate_scenes
 
 VARSAC = Path(sys.executable).parent / "varsac"
 # A small, quick cluttered-MNIST run for tests of the CLI: 200 training canvases, a narrow CNN.

@@ -25,7 +25,7 @@ def test_there_are_experiments() -> None:
 # Datamodules over folders that the user brings: the fixture that makes one.
 DATA_FOLDERS = {
     "varsac.data.photos.PhotoDataModule": "converted_photos",
-    "varsac.data.starcraft.StarCraftDataModule": "starcraft_folder",
+    "varsac.data.starcraft.dataset.StarCraftDataModule": "starcraft_folder",
 }
 # Experiments whose folder is another than their datamodule's (the classes must match).
 EXPERIMENT_FOLDERS = {

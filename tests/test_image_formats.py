@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import varsac
 from varsac.data.photo_conversion import convert_photos, find_photos, summary
-from varsac.data.starcraft import StarCraftDataModule, read_minimaps
+from varsac.data.starcraft.dataset import StarCraftDataModule, read_minimaps
 from varsac.image_files import check_file, named_format, picture_loaders, readable_formats
 from varsac.predict import convert, find_images
 from varsac.pyramid import PyramidTIFF

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from conftest import varsac
-from varsac.data.starcraft import StarCraftDataModule
+from varsac.data.starcraft.dataset import StarCraftDataModule
 from varsac.metrics import BalancedAccuracy
 from varsac.pyramid import PyramidTIFF
 from varsac.tasks import Counting

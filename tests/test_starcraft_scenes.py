@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from varsac.data.starcraft_layout import CSV_COLUMNS, MAX_COUNT, UNIT_TYPES
-from varsac.data.starcraft_scenes import (
+from varsac.data.starcraft.layout import CSV_COLUMNS, MAX_COUNT, UNIT_TYPES
+from varsac.data.starcraft.scenes import (
     MINIMAP_UNIT_COLOUR,
     GeneratedScenes,
     SceneLayout,

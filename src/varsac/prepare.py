@@ -7,7 +7,8 @@ from omegaconf import DictConfig
 
 from varsac.config_check import checked_arguments
 from varsac.data import megapixel_mnist as megapixel_mnist_set
-from varsac.data import photo_conversion, sc2_recorder, starcraft_scenes
+from varsac.data import photo_conversion
+from varsac.data.starcraft import recorder, scenes
 from varsac.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,11 @@ def starcraft(cfg: DictConfig) -> None:
     """Draw (``source=generator``) or record (``source=game``) ``cfg.n`` StarCraft II frames."""
     dst = Path(cfg.dst).expanduser()
     if cfg.source == "generator":
-        scenes = starcraft_scenes.generate_scenes(
-            **checked_arguments(starcraft_scenes.generate_scenes, cfg)
-        )
-        log.info("varsac data starcraft finished\n%s", starcraft_scenes.summary(scenes, dst))
+        drawn = scenes.generate_scenes(**checked_arguments(scenes.generate_scenes, cfg))
+        log.info("varsac data starcraft finished\n%s", scenes.summary(drawn, dst))
     elif cfg.source == "game":
-        recorded = sc2_recorder.record_scenes(
-            **checked_arguments(sc2_recorder.record_scenes, cfg), map_name=cfg.map
+        recorded = recorder.record_scenes(
+            **checked_arguments(recorder.record_scenes, cfg), map_name=cfg.map
         )
         log.info("varsac data starcraft finished: %d frames recorded into %s", recorded, dst)
     else:

@@ -55,7 +55,7 @@ import pyvips
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from varsac.data.starcraft_layout import (
+from varsac.data.starcraft.layout import (
     CSV_COLUMNS,
     CSV_NAME,
     FRAME_COLUMN,

@@ -40,7 +40,7 @@ from varsac.data import SPLITS, check_split_fractions
 from varsac.data.pyramid_conversion import as_srgb, convert_all
 from varsac.data.pyramid_dataset import PyramidDataset
 from varsac.data.splits import SplitDataModule
-from varsac.data.starcraft_layout import (
+from varsac.data.starcraft.layout import (
     CSV_NAME,
     FRAME_COLUMN,
     LABEL_COLUMN,

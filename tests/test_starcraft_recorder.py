@@ -5,8 +5,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from varsac.data.sc2_recorder import draw_counts, read_recorded, record_scenes, write_csv
-from varsac.data.starcraft_layout import CSV_COLUMNS, CSV_NAME, frame_paths
+from varsac.data.starcraft.layout import CSV_COLUMNS, CSV_NAME, frame_paths
+from varsac.data.starcraft.recorder import draw_counts, read_recorded, record_scenes, write_csv
 from varsac.errors import ConfigError
 
 needs_no_pysc2 = pytest.mark.skipif(

@@ -9,7 +9,7 @@ not the numbers asked for: units that landed off screen or died do not count. Th
 then killed before the next frame. The agent plays Terran against a very easy Zerg bot (alone
 on single-player maps); fog of war is off so that the whole map shows.
 
-The layout is the one ``varsac.data.starcraft`` reads (and ``varsac data starcraft`` draws
+The layout is the one ``varsac.data.starcraft.dataset`` reads (and ``varsac data starcraft`` draws
 without the game)::
 
     DST/predictions.csv          fullscreen_img,minimap_img,marine_count,marauder_count,
@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from varsac.data.starcraft_layout import (
+from varsac.data.starcraft.layout import (
     CSV_COLUMNS,
     CSV_NAME,
     FRAME_COLUMN,
