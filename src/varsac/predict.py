@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
@@ -38,6 +37,7 @@ from varsac.files import replace_atomically, write_csv_atomically
 from varsac.image_files import SortedFiles, readable_formats, sort_files
 from varsac.predictor import PICTURE_SIDE, Prediction, Predictor
 from varsac.pyramid import PyramidTIFF
+from varsac.run import run_dir
 from varsac.viz import draw_saccades
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def predict(config: DictConfig) -> None:
     pyramids, failures = predictor.pyramids(found.images)
     failures = {**found.failed, **failures}
     seconds["converting"] = time.perf_counter() - started
-    out = Path(HydraConfig.get().runtime.output_dir)
+    out = run_dir()
     sources = [source for source in found.images if source in pyramids]
     images = [(str(source), PyramidTIFF(pyramids[source])) for source in sources]
     predictions = []

@@ -11,7 +11,7 @@ setting the report plots a metric per epoch (mean ± standard deviation over
 its seeds) and tabulates the final accuracies. Jobs that failed or are
 incomplete, and jobs the sweep planned but never started, are listed.
 
-No torch here, so the command starts quickly.
+No torch here, and Hydra only once overrides are read, so the command starts quickly.
 """
 
 import argparse
@@ -28,6 +28,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from varsac.files import RESULTS_FILE, atomic_path, replace_atomically
+from varsac.overrides import override_key, parse_overrides
 
 FINAL_METRICS = ("test/accuracy", "val/accuracy_best")
 SEED_KEY = "seed"
@@ -81,11 +82,6 @@ class Sweep:
     unknown_plan: str | None  # why the planned jobs are unknown
 
 
-def override_key(override: str) -> str:
-    """``model.beta`` for ``model.beta=0.1`` (and for ``+model.beta=0.1``)."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def load_yaml(path: Path) -> Any:
     """A YAML file as plain Python, interpolations (``${…}``) left as they are."""
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
@@ -129,7 +125,6 @@ def planned_jobs(multirun: dict[str, Any]) -> tuple[list[list[str]] | None, str 
     a key on the command line replacing the config's.
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     hydra_config = multirun.get("hydra") or {}
     sweeper = hydra_config.get("sweeper") or {}
@@ -139,7 +134,7 @@ def planned_jobs(multirun: dict[str, Any]) -> tuple[list[list[str]] | None, str 
     task = (hydra_config.get("overrides") or {}).get("task") or []
     arguments = params + [str(o) for o in task]
     try:
-        overrides = OverridesParser.create().parse_overrides(arguments)
+        overrides = parse_overrides(arguments)
         batches = BasicSweeper.split_arguments(overrides, max_batch_size=None)
     except Exception as error:  # e.g. a glob() over config groups, which needs the configs
         return None, f"the sweep's overrides could not be expanded here ({error})"

@@ -1,0 +1,50 @@
+"""Command-line overrides (``key=value``, ``+key=value``, ``~key``), read by Hydra's own parser.
+
+Every command that looks into overrides after Hydra has applied them (``varsac
+test`` applying them again over a checkpoint's config, ``varsac report``
+grouping a sweep's jobs) reads them here, so that quoting, lists, ``+``/``~``
+prefixes and interpolations mean what they mean to Hydra. Hydra is imported
+when an override is first read: ``varsac report`` starts without it.
+"""
+
+from collections.abc import Collection, Sequence
+from functools import cache
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
+
+
+def parse_overrides(overrides: Sequence[str]) -> list["Override"]:
+    """Hydra's reading of each override; raises Hydra's ``OverrideParseException`` on bad ones."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides([str(o) for o in overrides])
+
+
+@cache
+def override_key(override: str) -> str:
+    """``model.beta`` for ``model.beta=0.1``, ``+model.beta=0.1`` and ``~model.beta``."""
+    (parsed,) = parse_overrides([override])
+    return parsed.key_or_group
+
+
+def with_overrides(
+    cfg: DictConfig, overrides: Sequence[str], keys: Collection[str], groups: Collection[str]
+) -> DictConfig:
+    """``cfg`` with the overrides of ``keys`` (or of keys inside them: ``model.beta`` for
+    ``model``) applied again, a struct copy.
+
+    Deletions (``~model.beta``) and choices of the config ``groups`` (``model=resnet18``)
+    are left out: they remove or choose configs, which Hydra has already composed.
+    """
+    merged = OmegaConf.create(OmegaConf.to_container(cfg))  # interpolations kept, not resolved
+    for override in parse_overrides(overrides):
+        key = override.key_or_group
+        if override.is_delete() or key in groups or key.split(".")[0] not in keys:
+            continue
+        OmegaConf.update(merged, key, override.value(), merge=True, force_add=True)
+    OmegaConf.set_struct(merged, True)
+    return merged
