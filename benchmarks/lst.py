@@ -50,7 +50,7 @@ def infer(path: Path, batch: int, repeats: int) -> dict:
     from hydra import compose, initialize_config_module
     from hydra.utils import instantiate
 
-    from varsac.data.pyramid_dataset import read_proxies
+    from varsac.image_source import read_proxies
     from varsac.pyramid import PyramidTIFF
 
     torch.manual_seed(0)

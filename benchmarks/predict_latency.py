@@ -66,7 +66,6 @@ def untrained_checkpoint(experiment: str, path: Path) -> Path:
     stored = {
         key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "task", "data")
     }
-    stored.update(image_channels=cfg.image_channels, proxy_channels=cfg.proxy_channels)
     torch.save(
         {
             "state_dict": model.state_dict(),

@@ -77,7 +77,7 @@ def measure(job: str, name: str, path: Path, batch: int, repeats: int, tiles: st
     import varsac.models.baselines
     import varsac.models.localized_spatial_transformer
     import varsac.models.saccader  # noqa: F401  (all code loaded before the floor is taken)
-    from varsac.data.pyramid_dataset import read_proxies
+    from varsac.image_source import read_proxies
     from varsac.pyramid import PyramidTIFF
 
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ import pyvips
 import torch
 
 from conftest import varsac
-from varsac.checkpoint import CheckpointError, load_checkpoint
+from varsac.checkpoint import CONFIG_KEY, CheckpointError, load_checkpoint, stored_config
 from varsac.checkpoint_files import CheckpointFiles
 from varsac.files import partial_files
 
@@ -117,3 +117,11 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_whole(tmp_path: Path
     assert partial_files(path.parent)  # the half-written file lies under its temporary name
     checkpoint = load_checkpoint(path)
     assert checkpoint["epoch"] == 4 and checkpoint["state_dict"]["w"].tolist() == [0, 0, 0]
+
+
+def test_a_checkpoint_from_before_the_channels_were_the_datas_gets_them_as_data_keys() -> None:
+    old = {CONFIG_KEY: {"data": {"proxy_size": 32}, "image_channels": 3, "proxy_channels": 3}}
+    cfg = stored_config(old)
+    assert (cfg.data.image_channels, cfg.data.proxy_channels) == (3, 3)
+    assert "image_channels" not in cfg
+    assert stored_config({"state_dict": {}}) is None

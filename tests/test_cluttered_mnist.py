@@ -132,7 +132,7 @@ def test_generator_refuses_impossible_canvases(
 
 def test_batches_have_the_documented_shapes_and_contents(data_dir: str) -> None:
     datamodule = ClutteredMNISTDataModule(data_dir, batch_size=16, **SMALL_SIZES)
-    assert datamodule.num_classes == 10 and datamodule.in_channels == 1
+    assert datamodule.num_classes == 10 and datamodule.image_channels == 1
     datamodule.prepare_data()
     datamodule.setup("fit")
     assert len(datamodule.datasets["train"]) == 64 and len(datamodule.datasets["val"]) == 32
@@ -331,6 +331,7 @@ def test_setup_before_prepare_data_says_so(data_dir: str) -> None:
         ({"seed": -1}, "seed"),
         ({"batch_size": 0}, "batch_size"),
         ({"num_workers": -1}, "num_workers"),
+        ({"image_channels": 3}, "data.image_channels"),
     ],
 )
 def test_bad_arguments_are_named(tmp_path: Path, arguments: dict, named: str) -> None:

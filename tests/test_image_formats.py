@@ -14,9 +14,10 @@ from PIL import Image
 
 from conftest import varsac
 from varsac.data.photo_conversion import convert_photos, find_photos, summary
+from varsac.data.pyramid_conversion import write_srgb_pyramid
 from varsac.data.starcraft.dataset import StarCraftDataModule, read_minimaps
 from varsac.image_files import check_file, named_format, picture_loaders, readable_formats
-from varsac.predict import convert, find_images
+from varsac.predict import find_images
 from varsac.pyramid import PyramidTIFF
 
 RED = (200, 30, 30)
@@ -162,7 +163,7 @@ def test_a_matrix_of_numbers_in_a_text_file_is_no_image(tmp_path: Path) -> None:
 
 
 def test_an_exif_rotated_jpeg_is_converted_upright(formats: tuple[Path, dict], tmp_path: Path):
-    convert(formats[0] / "mixed" / "rotated.jpg", tmp_path / "rotated.tif", None, channels=3)
+    write_srgb_pyramid(formats[0] / "mixed" / "rotated.jpg", tmp_path / "rotated.tif")
     assert PyramidTIFF(tmp_path / "rotated.tif").levels[0] == (HEIGHT, WIDTH)
 
 

@@ -225,7 +225,13 @@ def test_bad_arguments_are_named_in_one_line(
 def test_the_datamodule_reads_the_index_with_the_digits_as_classes(
     megapixel_mnist_folder: Path,
 ) -> None:
-    datamodule = PhotoDataModule(str(megapixel_mnist_folder), classes=DIGITS, proxy_size=64)
+    datamodule = PhotoDataModule(
+        str(megapixel_mnist_folder),
+        classes=DIGITS,
+        proxy_size=64,
+        image_channels=1,
+        proxy_channels=1,
+    )
     assert datamodule.class_names == DIGITS and datamodule.num_classes == 10
     datamodule.setup(None)
     sizes = {split: len(datamodule.datasets[split]) for split in ("train", "val", "test")}
@@ -234,6 +240,14 @@ def test_the_datamodule_reads_the_index_with_the_digits_as_classes(
     batch = next(iter(datamodule.test_dataloader()))
     assert batch["proxy"].shape == (TEST, 1, 64, 64)
     assert torch.equal(batch["target"], torch.tensor([int(row.label) for row in rows]))
+
+
+def test_a_photo_set_of_other_channels_than_the_data_says_is_refused(
+    megapixel_mnist_folder: Path,
+) -> None:
+    datamodule = PhotoDataModule(str(megapixel_mnist_folder), classes=DIGITS, proxy_size=64)
+    with pytest.raises(ConfigError, match=r"\.tif has 1 channel\(s\), but data\.image_channels=3"):
+        datamodule.setup("fit")
 
 
 def test_summary_counts_each_class_and_split(megapixel_mnist_folder: Path) -> None:

@@ -5,8 +5,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from varsac.data.starcraft.layout import CSV_COLUMNS, CSV_NAME, frame_paths
-from varsac.data.starcraft.recorder import draw_counts, read_recorded, record_scenes, write_csv
+from varsac.data.starcraft.layout import CSV_COLUMNS, CSV_NAME, frame_paths, write_frames_csv
+from varsac.data.starcraft.recorder import draw_counts, read_recorded, record_scenes
 from varsac.errors import ConfigError
 
 needs_no_pysc2 = pytest.mark.skipif(
@@ -29,12 +29,12 @@ def test_without_pysc2_says_what_to_install_and_writes_nothing(tmp_path):
 @pytest.mark.parametrize(
     ("arguments", "named"),
     [
-        ({"n": 0}, "n=0"),
+        ({"n": 0}, "^n must be at least 1, got 0"),
         ({"max_count": -1}, "max_count=-1"),
         ({"max_count": 23}, "max_count=23"),
-        ({"minimap_size": 0}, "minimap_size=0"),
+        ({"minimap_size": 0}, "minimap_size must be at least 1, got 0"),
         ({"frame_size": 32}, "frame_size=32"),
-        ({"step_mul": 0}, "step_mul=0"),
+        ({"step_mul": 0}, "step_mul must be at least 1, got 0"),
     ],
 )
 def test_bad_arguments_are_named(tmp_path, arguments, named):
@@ -70,7 +70,7 @@ def test_resume_keeps_rows_of_frames_whose_images_exist(tmp_path):
             for path in (frame, minimap):
                 (tmp_path / path).parent.mkdir(exist_ok=True)
                 (tmp_path / path).write_bytes(b"png")
-    write_csv(tmp_path, rows)
+    write_frames_csv(tmp_path, (rows[i] for i in sorted(rows)))
 
     header = (tmp_path / CSV_NAME).read_text().splitlines()[0]
     assert header == ",".join(CSV_COLUMNS)

@@ -220,7 +220,7 @@ def test_frames_are_not_mixed_with_other_settings(
 @pytest.mark.parametrize(
     ("arguments", "named"),
     [
-        ({"n": 0}, r"^n \("),
+        ({"n": 0}, r"^n must be at least 1"),
         ({"workers": 0}, "workers"),
         ({"frame_size": 64}, "frame_size"),
         ({"minimap_size": 4}, "minimap_size"),

@@ -1,6 +1,5 @@
 """Lightning callbacks of varsac."""
 
-import os
 from pathlib import Path
 
 import lightning as L
@@ -9,19 +8,14 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
+from varsac.files import write_png_atomically
+from varsac.image_source import thumbnail
 from varsac.models.classifier import Batch
-from varsac.pyramid import PyramidTIFF
+from varsac.models.saccades import Saccading
 from varsac.viz import SaccadePicture, boxed_image, describe, draw_saccades, glimpse_strip
 
 # The per-sample table sent to W&B after each validation epoch, under ``val/glimpses``.
 GLIMPSE_COLUMNS = ["image", "glimpses", "prediction", "label", "epoch"]
-
-
-def displayable(image: torch.Tensor | PyramidTIFF, side: int = 256) -> torch.Tensor:
-    """(C, H, W) in [0, 1]: the image itself, or a pyramid's smallest level that fits ``side``."""
-    if isinstance(image, torch.Tensor):
-        return image
-    return torch.from_numpy(image.read_proxy(side)).permute(2, 0, 1).float() / 255
 
 
 class SaccadePictures(Callback):
@@ -31,7 +25,8 @@ class SaccadePictures(Callback):
     saccades go to ``dirpath/epoch_NNN.png``, and to every W&B logger as that picture
     (``val/saccades``) and as a table with a row per sample (``val/glimpses``: the image with
     numbered boxes, the glimpses, the prediction, the label, the epoch).
-    Images may be tensors or pyramid TIFFs (drawn from a small pyramid level).
+    Images may be tensors or image sources (pyramid TIFFs, drawn at 256²). A model
+    that does not saccade (a baseline) has nothing to draw: the callback does nothing.
     """
 
     def __init__(self, dirpath: str, num_samples: int = 6) -> None:
@@ -48,6 +43,8 @@ class SaccadePictures(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        if not isinstance(module, Saccading):
+            return
         if self.samples is None and batch_idx == 0 and dataloader_idx == 0:
             self.samples = {
                 k: v[: self.num_samples].detach().cpu() if isinstance(v, torch.Tensor)
@@ -69,7 +66,7 @@ class SaccadePictures(Callback):
         names = getattr(trainer.datamodule, "class_names", None)
         pictures = [
             SaccadePicture(
-                image=displayable(images[i]),
+                image=thumbnail(images[i], side=256),
                 proxy=samples["proxy"][i],
                 boxes=saccades.boxes[i].cpu(),
                 glimpses=saccades.glimpses[i].cpu(),
@@ -79,11 +76,7 @@ class SaccadePictures(Callback):
             for i in range(len(predictions))
         ]
         sheet = draw_saccades(pictures)
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        path = self.dirpath / f"epoch_{trainer.current_epoch:03d}.png"
-        partial = path.with_suffix(".png.partial")
-        sheet.save(partial, format="PNG")
-        os.replace(partial, path)
+        write_png_atomically(self.dirpath / f"epoch_{trainer.current_epoch:03d}.png", sheet)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 log_to_wandb(logger, sheet, pictures, trainer.current_epoch, trainer.global_step)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from varsac.errors import ConfigError
 
@@ -75,6 +76,23 @@ def load_varsac_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if CONFIG_KEY not in checkpoint:
         raise CheckpointError(f"{path} holds no varsac config: was it written by varsac fit?")
     return checkpoint
+
+
+def stored_config(checkpoint: dict[str, Any]) -> DictConfig | None:
+    """The config that trained ``checkpoint`` (``CONFIG_KEY``), None if it holds none.
+
+    A checkpoint written while the channels were top-level keys (``image_channels``,
+    ``proxy_channels``) gets them where they are now, as ``data.image_channels`` and
+    ``data.proxy_channels``.
+    """
+    stored = checkpoint.get(CONFIG_KEY)
+    if stored is None:
+        return None
+    cfg = OmegaConf.create(stored)
+    for key in ("image_channels", "proxy_channels"):
+        if key in cfg and "data" in cfg:
+            cfg.data.setdefault(key, cfg.pop(key))
+    return cfg
 
 
 def unreadable_because(path: Path, error: BaseException) -> str:

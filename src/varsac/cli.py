@@ -1,8 +1,9 @@
 """The ``varsac`` console script: ``varsac <command> [hydra overrides]``.
 
 Each command but ``report`` is a Hydra app whose primary config is
-``conf/<command>.yaml``; everything after the command goes to Hydra unchanged,
-so overrides, ``--cfg``, ``--help`` and ``-m`` work as in any Hydra app.
+``conf/<command>.yaml`` (``conf/prepare/<dataset>.yaml`` for ``varsac data
+<dataset>``); everything after the command goes to Hydra unchanged, so
+overrides, ``--cfg``, ``--help`` and ``-m`` work as in any Hydra app.
 ``report`` takes a sweep directory and plain options. Each command imports
 what it uses when it runs (``--help`` and ``report`` load neither Hydra nor
 torch, ``predict`` no Lightning).
@@ -30,7 +31,7 @@ COMMANDS: dict[str, str] = {
     "data": "prepare a dataset (varsac data mit5k src=PHOTOS [dst=DIR])",
     "report": "summarise a sweep: plots and a table (varsac report outputs/NAME/multirun/TIME)",
 }
-# `varsac data <dataset>`: each has its config conf/data_<dataset>.yaml and a function in
+# `varsac data <dataset>`: each has its config conf/prepare/<dataset>.yaml and a function in
 # varsac.prepare.
 DATASETS: dict[str, str] = {
     "mit5k": "convert photos in class folders (or a CSV of path,label) to pyramid TIFFs",
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"varsac data: unknown dataset {dataset!r}\n\n{data_usage}", file=sys.stderr)
             raise SystemExit(2)
         config_name, run = (
-            f"data_{dataset}",
+            f"prepare/{dataset}",
             task_function("varsac.prepare", dataset, f"varsac data {dataset}"),
         )
     else:

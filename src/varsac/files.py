@@ -16,9 +16,12 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 from varsac.errors import ConfigError
 
@@ -88,6 +91,12 @@ def write_csv_atomically(
     writer.writerows(rows)
     encoded = text.getvalue().encode()
     replace_atomically(path, lambda handle: handle.write(encoded))
+
+
+def write_png_atomically(path: str | os.PathLike[str], picture: "Image.Image") -> None:
+    """Create or replace the PNG file ``path`` with the PIL image ``picture``, atomically."""
+    with atomic_path(path) as partial:
+        picture.save(partial, format="PNG")
 
 
 def save_npz_atomically(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:

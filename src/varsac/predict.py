@@ -20,7 +20,6 @@ Outputs, in the run directory:
   the glimpses.
 """
 
-import io
 import json
 import logging
 import time
@@ -28,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
-from PIL import Image
 from tqdm import tqdm
 
 from varsac.config_check import checked_arguments
 from varsac.errors import check_at_least
-from varsac.files import replace_atomically, write_csv_atomically
+from varsac.files import replace_atomically, write_csv_atomically, write_png_atomically
 from varsac.image_files import SortedFiles, readable_formats, sort_files
 from varsac.predictor import PICTURE_SIDE, Prediction, Predictor
 from varsac.pyramid import PyramidTIFF
@@ -124,30 +122,30 @@ def predict(config: DictConfig) -> None:
             continue
         if outcome.picture is not None:
             sheet = draw_saccades([outcome.picture], side=PICTURE_SIDE, glimpse_side=128)
-            write_png(sheet, out / "saccades" / picture_name(sources[index], root))
+            write_png_atomically(out / "saccades" / picture_name(sources[index], root), sheet)
         predictions.append(outcome)
-    write_tables(predictions, failures, found.skipped, seconds, out, predictor.class_names)
-    log.info(summary(predictions, failures, found.skipped, seconds, out))
+    done = Outcome(predictions, failures, found.skipped, seconds)
+    write_tables(done, out, predictor.class_names)
+    log.info(summary(done, out))
     if failures:
         raise SystemExit(1)
 
 
-def write_png(picture: Image.Image, path: Path) -> None:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    replace_atomically(path, lambda handle: handle.write(buffer.getvalue()))
+@dataclass(frozen=True)
+class Outcome:
+    """What a ``varsac predict`` did: its predictions, the files that failed and those
+    skipped ({path: reason}), and the seconds its stages took."""
+
+    predictions: list[Prediction]
+    failures: dict[Path, str]
+    skipped: dict[Path, str]
+    seconds: dict[str, float]
 
 
-def write_tables(
-    predictions: list[Prediction],
-    failures: dict[Path, str],
-    skipped: dict[Path, str],
-    seconds: dict[str, float],
-    out: Path,
-    names: list[str],
-) -> None:
+def write_tables(outcome: Outcome, out: Path, names: list[str]) -> None:
     """predictions.csv (a row per image) and predictions.json (with glimpses, and the files
     failed and skipped: {path: reason})."""
+    predictions, failures, skipped = outcome.predictions, outcome.failures, outcome.skipped
     header = ["path", "prediction", "probability", "spread", *names]
     rows = (
         [p.path, p.prediction, f"{p.probability:.4f}", f"{p.spread:.4f}"]
@@ -159,19 +157,16 @@ def write_tables(
         "predictions": [p.record() for p in predictions],
         "failed": {str(k): v for k, v in failures.items()},
         "skipped": {str(k): v for k, v in skipped.items()},
-        "seconds": seconds,
+        "seconds": outcome.seconds,
     }
     encoded = json.dumps(document, indent=2).encode()
     replace_atomically(out / "predictions.json", lambda handle: handle.write(encoded))
 
 
-def summary(
-    predictions: list[Prediction],
-    failures: dict[Path, str],
-    skipped: dict[Path, str],
-    seconds: dict[str, float],
-    out: Path,
-) -> str:
+def summary(outcome: Outcome, out: Path) -> str:
+    """The log's account of the run: the first predictions, failures and skips, the times."""
+    predictions, failures, skipped = outcome.predictions, outcome.failures, outcome.skipped
+    seconds = outcome.seconds
     lines = [f"varsac predict finished — run directory: {out}"]
     lines += [
         f"  {Path(p.path).name:<32} {p.prediction:<16} p={p.probability:.3f} ± {p.spread:.3f}"

@@ -41,15 +41,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from varsac.checkpoint import CONFIG_KEY, DATA_KEY, load_varsac_checkpoint
-from varsac.data.photo_conversion import fit_square
-from varsac.data.pyramid_conversion import CONVERSION_ERRORS, as_srgb, convert_all
-from varsac.data.pyramid_dataset import read_proxies
+from varsac.checkpoint import DATA_KEY, load_varsac_checkpoint, stored_config
+from varsac.data.pyramid_conversion import CONVERSION_ERRORS, convert_all, write_srgb_pyramid
 from varsac.errors import ConfigError, check_at_least
+from varsac.image_source import read_proxies, to_float
 from varsac.models.localized_spatial_transformer import LocalizedSpatialTransformer
 from varsac.models.saccades import SaccadeNetwork
 from varsac.models.spatial_transformer import SpatialTransformer
-from varsac.pyramid import NotAPyramidWarning, PyramidTIFF, open_image, write_pyramid
+from varsac.pyramid import NotAPyramidWarning, PyramidTIFF
 from varsac.viz import SaccadePicture, describe
 
 log = logging.getLogger(__name__)
@@ -145,22 +144,6 @@ def readable_as_is(path: Path, channels: int) -> bool:
             return False
 
 
-def model_image(image: pyvips.Image, size: int | None, channels: int) -> pyvips.Image:
-    """8-bit sRGB (``channels`` 3) or grey (1), resized to size² if given. An image that is
-    already that (8 bits, no colour profile) keeps its pixels: an array in memory is read
-    exactly as a pyramid TIFF of the same pixels."""
-    kept = (
-        image.format == "uchar"
-        and image.bands == channels
-        and image.interpretation == ("b-w" if channels == 1 else "srgb")
-        and not image.get_typeof("icc-profile-data")
-    )
-    if not kept:
-        image = as_srgb(image)
-        image = image.colourspace("b-w") if channels == 1 else image
-    return image if size is None else fit_square(image, size, "resize")
-
-
 def in_memory_image(image: np.ndarray | Tensor) -> pyvips.Image:
     """A uint8 (H, W) or (H, W, C) array, or a float (C, H, W) tensor in [0, 1], for libvips."""
     if isinstance(image, Tensor):
@@ -225,7 +208,7 @@ class Predictor:
         ``options``: the other arguments of ``Predictor`` (size, cache_dir, workers, seed).
         """
         checkpoint = load_varsac_checkpoint(path)
-        cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+        cfg = stored_config(checkpoint)
         data = checkpoint.get(DATA_KEY, {})
         if not data.get("proxy_from_image", True):
             raise ConfigError(
@@ -238,7 +221,7 @@ class Predictor:
             model.cropper = LocalizedSpatialTransformer(window=model.cropper.window)
         names = data.get("class_names") or [str(k) for k in range(model.task.num_classes)]
         return cls(
-            model, names, cfg.data.proxy_size, cfg.image_channels, device, samples, **options
+            model, names, cfg.data.proxy_size, cfg.data.image_channels, device, samples, **options
         )
 
     def __call__(
@@ -266,8 +249,8 @@ class Predictor:
                 labels.append(f"image {index} ({type(image).__name__} in memory)")
                 target = Path(scratch) / f"{index}.tif"
                 try:
-                    write_pyramid(model_image(in_memory_image(image), self.size, self.channels),
-                                  target)  # fmt: skip
+                    write_srgb_pyramid(in_memory_image(image), target, channels=self.channels,
+                                       size=self.size, compression="deflate")  # fmt: skip
                 except CONVERSION_ERRORS as error:
                     raise ImageError(f"{labels[-1]}: {in_one_line(error)}") from None
                 entries.append((None, target))
@@ -304,8 +287,7 @@ class Predictor:
 
     def convert(self, source: Path, target: Path) -> None:
         """``source`` as an 8-bit pyramid TIFF with the model's channels (JPEG tiles)."""
-        image = model_image(open_image(source), self.size, self.channels)
-        write_pyramid(image, target, compression="jpeg", quality=90)
+        write_srgb_pyramid(source, target, channels=self.channels, size=self.size)
 
     def predict_each(
         self, images: Sequence[tuple[str | None, PyramidTIFF]], batch_size: int, pictures: bool
@@ -376,7 +358,7 @@ class Predictor:
                     # the image at a level a little larger than the picture, in its own shape
                     display = pyramid.read_level(pyramid.proxy_level(PICTURE_SIDE))
                     prediction.picture = SaccadePicture(
-                        image=torch.from_numpy(display).permute(2, 0, 1).float() / 255,
+                        image=to_float(display),
                         proxy=proxy[i].cpu(),
                         boxes=mean.boxes[i].cpu(),
                         glimpses=mean.glimpses[i].cpu(),

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # What a checkpoint's config decides for ``varsac test``: the command's overrides of these
 # apply on top of it, the command's own choices for them do not.
-STORED_KEYS = ("data", "task", "model", "image_channels", "proxy_channels")
+STORED_KEYS = ("data", "task", "model")
 
 
 def run_dir() -> Path:
@@ -88,8 +88,7 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
 
 
 def with_checkpoint_config(cfg: DictConfig, stored: DictConfig) -> DictConfig:
-    """The checkpoint's data, task, model and channels, with this command's overrides of them
-    on top."""
+    """The checkpoint's data, task and model, with this command's overrides of them on top."""
     merged = OmegaConf.create(OmegaConf.to_container(cfg))
     for key in STORED_KEYS:
         if key in stored:

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from varsac.checkpoint import CONFIG_KEY, load_checkpoint
+from varsac.checkpoint import load_checkpoint, stored_config
 from varsac.checkpoint_files import CheckpointFiles, StoreConfig
 from varsac.config_check import check_config
 from varsac.errors import ConfigError
@@ -125,13 +125,13 @@ def test(cfg: DictConfig) -> float | None:
     """Evaluate ``ckpt_path`` on the test split, with the data and model it was trained with."""
     ckpt_path = resolve_checkpoint(cfg)
     log.info("run directory: %s", run_dir())
-    stored = load_checkpoint(ckpt_path).get(CONFIG_KEY)
+    stored = stored_config(load_checkpoint(ckpt_path))
     if stored is None:
         log.warning(
             "%s holds no varsac config; using the data and model of this command", ckpt_path
         )
     else:
-        cfg = with_checkpoint_config(cfg, OmegaConf.create(stored))
+        cfg = with_checkpoint_config(cfg, stored)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

@@ -32,6 +32,7 @@ from varsac.data.mnist import DIGIT_SIZE, NUM_CLASSES, load_mnist
 from varsac.data.splits import SplitDataModule
 from varsac.errors import check_at_least
 from varsac.files import replace_atomically, save_npz_atomically
+from varsac.image_source import to_float
 from varsac.pyramid import PyramidTIFF, write_pyramid
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,7 @@ def check_generation_args(
     """Raise ``ValueError`` naming the first argument that cannot make a cluttered canvas."""
     if label_mode not in LABEL_MODES:
         raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
-    if num_digits < 1:
-        raise ValueError(f"num_digits must be at least 1, got {num_digits}")
+    check_at_least(num_digits=(num_digits, 1))
     if label_mode == "identify" and num_digits > NUM_CLASSES:
         raise ValueError(
             f"num_digits must be at most {NUM_CLASSES} with label_mode='identify' (the digits "
@@ -107,8 +107,7 @@ def check_generation_args(
             f"canvas_size={canvas_size} is too small for num_digits={num_digits} "
             f"non-overlapping {digit_size}×{digit_size} digits"
         )
-    if num_distractors < 0:
-        raise ValueError(f"num_distractors must be at least 0, got {num_distractors}")
+    check_at_least(num_distractors=(num_distractors, 0))
     if label_mode == "sum" and num_distractors != 0:
         raise ValueError(
             f"num_distractors must be 0 with label_mode='sum' (the sum task has no clutter), "
@@ -292,7 +291,7 @@ def make_proxies(
     """
     proxies = torch.empty((len(canvases), 1, proxy_size, proxy_size))
     for start in range(0, len(canvases), _CHUNK):
-        images = torch.from_numpy(canvases[start : start + _CHUNK]).unsqueeze(1).float() / 255
+        images = to_float(canvases[start : start + _CHUNK, ..., None])  # (n, 1, H, W)
         proxies[start : start + len(images)] = F.interpolate(
             images, size=(proxy_size, proxy_size), mode="area"
         )
@@ -389,7 +388,7 @@ class ClutteredMNISTDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
         """The samples of a batch (the DataLoader fetches a batch at once through this)."""
         if self.pyramids is None:
-            images = torch.from_numpy(self.split.canvases[indices]).unsqueeze(1).float() / 255
+            images = to_float(self.split.canvases[indices][..., None])  # (B, 1, H, W)
         else:
             images = self.pyramids[indices]
         return [
@@ -424,7 +423,7 @@ class ClutteredMNISTDataModule(SplitDataModule):
     spatial transformer.
     """
 
-    in_channels = 1
+    fixed_channels = (1, 1)  # grey canvases, grey proxies
 
     def __init__(
         self,
@@ -443,8 +442,10 @@ class ClutteredMNISTDataModule(SplitDataModule):
         batch_size: int = 100,
         num_workers: int = 0,
         image_size: int | None = None,
+        image_channels: int = 1,
+        proxy_channels: int = 1,
     ) -> None:
-        super().__init__()
+        super().__init__(image_channels, proxy_channels)
         if image_size is not None and image_size < canvas_size:
             raise ValueError(
                 f"image_size must be at least canvas_size={canvas_size}, got {image_size}"

@@ -50,15 +50,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyvips
 
 from varsac.data import SPLITS, check_split_fractions
 from varsac.data.photo_index import IndexRow, write_index
-from varsac.data.pyramid_conversion import as_srgb, convert_all
-from varsac.errors import ConfigError
+from varsac.data.pyramid_conversion import convert_all, write_srgb_pyramid
+from varsac.errors import ConfigError, check_at_least
 from varsac.files import remove_partial_files, settings_changed, write_csv_atomically
 from varsac.image_files import readable_formats, sort_files
-from varsac.pyramid import COMPRESSIONS, open_image, write_pyramid
+from varsac.pyramid import COMPRESSIONS
 
 log = logging.getLogger(__name__)
 
@@ -276,25 +275,11 @@ def check_every_split_has_photos(
 # ---------------------------------------------------------------------- one photo
 
 
-def fit_square(image: pyvips.Image, size: int, fit: str) -> pyvips.Image:
-    """``image`` as size² by ``fit``: resize (stretch), crop (centre) or pad (black)."""
-    width, height = image.width, image.height
-    if fit == "resize":
-        return image.resize(size / width, vscale=size / height)
-    if fit == "crop":
-        scaled = image.resize(size / min(width, height))
-        left, top = (scaled.width - size) // 2, (scaled.height - size) // 2
-        return scaled.crop(max(left, 0), max(top, 0), size, size)
-    scaled = image.resize(size / max(width, height))
-    return scaled.gravity("centre", size, size, extend="black")
-
-
 def convert_photo(
     source: Path, target: Path, *, size: int, fit: str, compression: str, quality: int
 ) -> None:
     """Write ``source`` as a size² sRGB pyramid TIFF at ``target``, atomically."""
-    image = fit_square(as_srgb(open_image(source)), size, fit)
-    write_pyramid(image, target, compression=compression, quality=quality)
+    write_srgb_pyramid(source, target, size=size, fit=fit, compression=compression, quality=quality)
 
 
 # ---------------------------------------------------------------------- the whole set
@@ -320,8 +305,7 @@ def convert_photos(
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     if fit not in FITS:
         raise ConfigError(f"fit must be one of {FITS}, got {fit!r}")
-    if size < 16:
-        raise ConfigError(f"size must be at least 16 pixels, got {size}")
+    check_at_least(size=(size, 16))
     if compression not in COMPRESSIONS:
         raise ConfigError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     photos, unreadable, skipped = find_photos(src)

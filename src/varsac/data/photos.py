@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 
 from varsac.data.photo_index import INDEX_NAME, read_index
-from varsac.data.pyramid_dataset import PyramidDataset, read_proxies
+from varsac.data.pyramid_dataset import PyramidDataset
 from varsac.data.splits import SplitDataModule
 from varsac.errors import ConfigError, check_at_least
+from varsac.image_source import read_proxies
 from varsac.pyramid import PyramidTIFF
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ class PhotoDataModule(SplitDataModule):
     ``classes``: the class names in the order of the model's outputs; None takes
     the labels found in the index, sorted. A label not in ``classes`` is an
     error (the message names it); a class without photos is a warning.
+    ``image_channels``: 3 for colour photos, 1 for grey ones (Megapixel MNIST); the proxy,
+    the photo's thumbnail, has the same (``proxy_channels``). A split whose pyramids have
+    other channels is an error naming one.
     """
 
     def __init__(
@@ -40,8 +44,15 @@ class PhotoDataModule(SplitDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        image_channels: int = 3,
+        proxy_channels: int = 3,
     ) -> None:
-        super().__init__()
+        super().__init__(image_channels, proxy_channels)
+        if proxy_channels != image_channels:
+            raise ConfigError(
+                f"data.proxy_channels={proxy_channels}: the proxy is the photo's thumbnail, "
+                f"of its data.image_channels={image_channels}"
+            )
         check_at_least(
             proxy_size=(proxy_size, 1), batch_size=(batch_size, 1), num_workers=(num_workers, 0)
         )
@@ -91,5 +102,10 @@ class PhotoDataModule(SplitDataModule):
         log.info("%s: %d %s photos", root, len(rows), split)
         targets = [self.class_names.index(row.label) for row in rows]
         images = [PyramidTIFF(path) for path in paths]
+        if images[0].channels != self.image_channels:
+            raise ConfigError(
+                f"{images[0].path} has {images[0].channels} channel(s), but "
+                f"data.image_channels={self.image_channels}: set it to the photos' channels"
+            )
         proxies = read_proxies(images, self.hparams.proxy_size)
         return PyramidDataset(images, proxies, torch.tensor(targets, dtype=torch.long))

@@ -1,19 +1,15 @@
 """Datasets whose images are pyramid TIFFs: batches carry the files, not the pixels.
 
-A sample's ``image`` is a ``PyramidTIFF`` (a path and lazily opened pages); the
-localized spatial transformer reads the glimpses from it. The proxy is read
-once from the smallest pyramid level that is at least the proxy size.
+A sample's ``image`` is a ``PyramidTIFF`` (a path and lazily opened pages), an
+image source (varsac.image_source) that the localized spatial transformer reads
+the glimpses from. The proxies are read once, when the dataset is made.
 """
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
-from tqdm import tqdm
 
 from varsac.pyramid import PyramidTIFF
 
@@ -24,19 +20,6 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     batch = default_collate([{k: s[k] for k in tensors} for s in samples])
     batch.update({k: [s[k] for s in samples] for k in samples[0] if k not in tensors})
     return batch
-
-
-def read_proxies(images: Sequence[PyramidTIFF], size: int) -> torch.Tensor:
-    """(N, C, size, size) float32 proxies in [0, 1], each from its smallest fitting level."""
-
-    def one(image: PyramidTIFF) -> np.ndarray:
-        return image.read_proxy(size)
-
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        reads = pool.map(one, images)
-        arrays = list(tqdm(reads, total=len(images), desc="proxies", disable=len(images) < 1000))
-    stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (N, C, P, P)
-    return stacked.float().div_(255)
 
 
 class PyramidDataset(Dataset):

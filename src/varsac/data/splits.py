@@ -6,6 +6,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from varsac.data import SPLITS
 from varsac.data.pyramid_dataset import collate
+from varsac.errors import ConfigError, check_at_least
 
 SPLITS_OF_STAGE = {
     "fit": ("train", "val"),
@@ -25,12 +26,25 @@ class SplitDataModule(lightning.LightningDataModule):
     classes). Batches are dicts, collated so that pyramid TIFFs stay a list.
     ``proxy_from_image``: whether the proxy is a thumbnail of the image (so that
     ``varsac predict`` can make it from the image alone).
+
+    ``image_channels`` and ``proxy_channels``: the channels of the full-resolution images
+    and of the proxies, which the model's networks take (``data.image_channels`` in the
+    configs); ``fixed_channels`` are those of a dataset that has no choice.
     """
 
     proxy_from_image = True
+    fixed_channels: tuple[int, int] | None = None  # (image, proxy), for every set of this kind
 
-    def __init__(self) -> None:
+    def __init__(self, image_channels: int, proxy_channels: int) -> None:
         super().__init__()
+        check_at_least(image_channels=(image_channels, 1), proxy_channels=(proxy_channels, 1))
+        fixed = self.fixed_channels
+        if fixed is not None and (image_channels, proxy_channels) != fixed:
+            raise ConfigError(
+                f"data.image_channels and data.proxy_channels: {type(self).__name__} has "
+                f"{fixed[0]} and {fixed[1]}, got {image_channels} and {proxy_channels}"
+            )
+        self.image_channels, self.proxy_channels = image_channels, proxy_channels
         self.datasets: dict[str, Dataset] = {}
 
     def load_split(self, split: str) -> Dataset:

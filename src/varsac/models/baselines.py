@@ -3,8 +3,9 @@
 ``ResNetClassifier`` resizes the whole image to one ResNet-18 input.
 ``TiledResNetClassifier`` covers the full-resolution image with a grid of tiles
 and classifies the sum of their features, y = f(Σᵢ g(xᵢ)): g a ResNet-18 per
-tile, f a small MLP. Tiles are read from pyramid TIFFs (or cut from in-memory
-tensors) one chunk at a time, so inference holds one chunk of pixels at a time;
+tile, f a small MLP. Both read their images through varsac.image_source, so they
+take in-memory tensors and image sources (pyramid TIFFs) alike. Tiles are read
+one chunk at a time, so inference holds one chunk of pixels at a time;
 with ``checkpoint=True`` training keeps only each chunk's features and runs the
 chunk again in the backward pass, trading time for memory as the paper did.
 ``tile_batch=None`` with ``checkpoint=False`` is the paper's naive baseline: all
@@ -17,28 +18,24 @@ from contextlib import contextmanager, nullcontext
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from varsac.data.pyramid_dataset import read_proxies
+from varsac.errors import check_at_least
+from varsac.image_source import Image, Images, full_size, read_full_resolution, resized
 from varsac.models.classifier import ImageClassifier, OptimizerFactory, SchedulerFactory
 from varsac.models.resnet import ResNet18
-from varsac.pyramid import PyramidTIFF
 from varsac.tasks import Task
 
-Image = Tensor | PyramidTIFF  # one image: float (C, H, W) in [0, 1], or a pyramid TIFF
-Images = Tensor | Sequence[PyramidTIFF]  # a batch: float (B, C, H, W) in [0, 1], or pyramids
-READ_THREADS = 8  # threads reading the tiles of a chunk from the pyramids
+READ_THREADS = 8  # threads reading the tiles of a chunk from the image sources
 
 
 class ResNetClassifier(ImageClassifier):
     """The full-image baseline: the image resized to input_size², ResNet-18, a linear layer.
 
     Tensor images (B, C, H, W) are resized bilinearly with antialiasing (not at
-    all when ``input_size`` is None); pyramid images are read at input_size²
-    from their smallest fitting level (``PyramidTIFF.read_proxy``), which needs
-    ``input_size``.
+    all when ``input_size`` is None); image sources are read at input_size²
+    (``read_proxy``), which needs ``input_size``.
     """
 
     def __init__(
@@ -50,28 +47,16 @@ class ResNetClassifier(ImageClassifier):
         input_size: int | None = 224,
     ) -> None:
         super().__init__(task, optimizer, scheduler)
-        if input_size is not None and input_size <= 0:
-            raise ValueError(f"input_size must be positive or None, got {input_size}")
+        if input_size is not None:
+            check_at_least(input_size=(input_size, 1))
         self.input_size = input_size
         self.backbone = ResNet18(in_channels)
         self.head = nn.Linear(ResNet18.feature_dim, task.num_classes)
 
-    def resized(self, images: Images) -> Tensor:
-        """The batch as float (B, C, S, S) in [0, 1] on this module's device, S = input_size."""
-        size = self.input_size
-        if isinstance(images, Tensor):
-            if size is None or images.shape[-2:] == (size, size):
-                return images
-            return F.interpolate(
-                images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-            )
-        if size is None:
-            raise ValueError("pyramid images are read at input_size²: set model.input_size")
-        return read_proxies(images, size).to(self.device)
-
     def forward(self, images: Images) -> Tensor:
-        """(B, K) class log-probabilities."""
-        return self.head(self.backbone(self.resized(images))).log_softmax(dim=-1)
+        """(B, K) class log-probabilities of images resized to input_size²."""
+        inputs = resized(images, self.input_size).to(self.device)
+        return self.head(self.backbone(inputs)).log_softmax(dim=-1)
 
 
 def tile_origins(side: int, tile_size: int, tiles_per_side: int) -> list[int]:
@@ -82,10 +67,7 @@ def tile_origins(side: int, tile_size: int, tiles_per_side: int) -> list[int]:
     little as the rounding allows (12 tiles of 224 cover 2528 with 14 or 15
     pixels of overlap).
     """
-    if tile_size <= 0 or tiles_per_side <= 0:
-        raise ValueError(
-            f"tile_size and tiles_per_side must be positive, got {tile_size} and {tiles_per_side}"
-        )
+    check_at_least(tile_size=(tile_size, 1), tiles_per_side=(tiles_per_side, 1))
     if side < tile_size:
         raise ValueError(f"the image side of {side} pixels is smaller than the tile of {tile_size}")
     if tiles_per_side * tile_size < side:
@@ -108,30 +90,15 @@ def tile_corners(
     return [(left, top) for top in tops for left in lefts]
 
 
-def full_size(image: Image) -> tuple[int, int]:
-    """(width, height) of the image at full resolution."""
-    if isinstance(image, Tensor):
-        return image.shape[-1], image.shape[-2]
-    return image.levels[0]
-
-
-def read_tile(image: Image, left: int, top: int, tile_size: int) -> Tensor:
-    """Float (C, tile_size, tile_size) in [0, 1]: the square at (left, top), full resolution."""
-    if isinstance(image, Tensor):
-        return image[:, top : top + tile_size, left : left + tile_size]
-    pixels = image.read_region(0, left, top, tile_size, tile_size)  # uint8 (t, t, C)
-    return torch.from_numpy(pixels.astype("float32")).div_(255).permute(2, 0, 1)
-
-
 def read_tiles(
     tiles: Sequence[tuple[Image, int, int]], tile_size: int, pool: Executor | None = None
 ) -> Tensor:
     """Float (N, C, tile_size, tile_size): N tiles given as (image, left, top).
 
-    Reads run on ``pool`` when given (pyramid reads release the GIL).
+    Reads run on ``pool`` when given (image sources release the GIL while they decode).
     """
     images, lefts, tops = zip(*tiles, strict=True)
-    read = partial(read_tile, tile_size=tile_size)
+    read = partial(read_full_resolution, width=tile_size, height=tile_size)
     each = pool.map if pool is not None else map
     return torch.stack(list(each(read, images, lefts, tops)))
 
@@ -182,11 +149,9 @@ class TiledResNetClassifier(ImageClassifier):
         tile_batch: int | None = 16,
     ) -> None:
         super().__init__(task, optimizer, scheduler)
-        if tile_size <= 0 or tiles_per_side <= 0 or (tile_batch is not None and tile_batch <= 0):
-            raise ValueError(
-                "tile_size, tiles_per_side and tile_batch must be positive (tile_batch may be "
-                f"null: all tiles at once), got {tile_size}, {tiles_per_side} and {tile_batch}"
-            )
+        check_at_least(tile_size=(tile_size, 1), tiles_per_side=(tiles_per_side, 1))
+        if tile_batch is not None:  # None: all tiles at once
+            check_at_least(tile_batch=(tile_batch, 1))
         self.tile_size = tile_size
         self.tiles_per_side = tiles_per_side
         self.checkpoint_chunks = checkpoint

@@ -1,9 +1,10 @@
-"""The localized spatial transformer (LST): glimpses read off pyramid TIFFs (docs/design.md §5).
+"""The localized spatial transformer (LST): glimpses read off image sources (docs/design.md §5).
 
 The spatial transformer samples a glimpse bilinearly from the whole image. The
 LST computes the same sampling grid, maps it to pixel coordinates of one pyramid
-level, reads only the bounding box of the grid (plus the bilinear support) from
-disk, re-expresses the grid relative to that region and samples it. Bilinear
+level of an image source (varsac.image_source: a pyramid TIFF, or any image read
+region by region), reads only the bounding box of the grid (plus the bilinear
+support), re-expresses the grid relative to that region and samples it. Bilinear
 sampling touches only the four pixels around each sample point, so at level 0
 the glimpse and its gradients with respect to the crop are exactly those of the
 spatial transformer; at coarser levels the glimpse is the anti-aliased version
@@ -14,24 +15,15 @@ size, so memory and time stay flat as images grow.
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from varsac.image_source import ImageSource, to_float
 from varsac.models.spatial_transformer import sampling_grid
-
-
-class Pyramid(Protocol):
-    """What the LST needs of an image: its level sizes and region reads."""
-
-    levels: list[tuple[int, int]]  # (width, height) per level, level 0 the full resolution
-    channels: int
-
-    def read_region(self, level: int, left: int, top: int, width: int, height: int) -> np.ndarray:
-        """uint8 (height, width, channels) pixels of a rectangle inside ``level``."""
 
 
 class Region(NamedTuple):
@@ -74,7 +66,7 @@ def bounding_region(grid: Tensor, level: int, width: int, height: int) -> Region
     return Region(level, left, top, right, bottom)
 
 
-def read(image: Pyramid, region: Region) -> np.ndarray | None:
+def read(image: ImageSource, region: Region) -> np.ndarray | None:
     """The pixels of ``region``, or None when it is empty (the glimpse lies outside the image)."""
     if region.left > region.right or region.top > region.bottom:
         return None
@@ -93,9 +85,9 @@ CHUNK_VALUES = 2**24
 
 
 class LocalizedSpatialTransformer(nn.Module):
-    """Bilinear glimpses of pyramid images, read region by region.
+    """Bilinear glimpses of image sources, read region by region.
 
-    (B,) pyramids and (B, T, 3) crops → (B, T, C, window, window) glimpses in [0, 1],
+    (B,) image sources and (B, T, 3) crops → (B, T, C, window, window) glimpses in [0, 1],
     the interface of ``SpatialTransformer``. ``max_level`` caps the pyramid level
     (0 reads full resolution, exactly the spatial transformer); the reads of a
     batch run on ``workers`` threads, and its glimpses are sampled together, in
@@ -108,7 +100,7 @@ class LocalizedSpatialTransformer(nn.Module):
         self.max_level = max_level
         self.workers = workers
 
-    def forward(self, images: Sequence[Pyramid], crops: Tensor) -> Tensor:
+    def forward(self, images: Sequence[ImageSource], crops: Tensor) -> Tensor:
         batch, steps = crops.shape[:2]
         if len(images) != batch:
             raise ValueError(f"{len(images)} images for a batch of {batch} crops")
@@ -142,7 +134,7 @@ class LocalizedSpatialTransformer(nn.Module):
     def sample(
         self,
         grid: Tensor,
-        images: Sequence[Pyramid],
+        images: Sequence[ImageSource],
         regions: Sequence[Region],
         patches: Sequence[np.ndarray | None],
     ) -> Tensor:
@@ -161,8 +153,7 @@ class LocalizedSpatialTransformer(nn.Module):
             else:  # far outside the canvas: grid_sample reads zeros
                 origins.append((-4 * width, -4 * height))
             sizes.append(image.levels[region.level])
-        pixels = torch.from_numpy(canvas).to(grid.device, grid.dtype).div_(255)
-        pixels = pixels.permute(0, 3, 1, 2)  # (N, C, height, width)
+        pixels = to_float(canvas, grid.device, grid.dtype)  # (N, C, height, width)
         origin = torch.tensor(origins, dtype=grid.dtype, device=grid.device)[:, None, None]
         size = torch.tensor(sizes, dtype=grid.dtype, device=grid.device)[:, None, None]
         points = (grid + 1) * size / 2 - 0.5  # pixel coordinates (x, y) of each level

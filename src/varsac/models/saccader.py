@@ -5,6 +5,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from varsac.errors import check_at_least
 from varsac.models.classifier import Batch, ImageClassifier, OptimizerFactory, SchedulerFactory
 from varsac.models.crop_classifier import CropClassifier
 from varsac.models.proxy_encoder import ProxyEncoder
@@ -43,7 +44,7 @@ class Saccader(Saccading, ImageClassifier):
         scheduler: SchedulerFactory | None = None,
         min_scale: float = 0.2,
         max_scale: float = 0.5,
-        beta: float = 1.0,
+        beta: float = 0.01,
         objective: str = "sum",
         reconstruction: str = "sum",
         eval_samples: int = 0,
@@ -55,8 +56,7 @@ class Saccader(Saccading, ImageClassifier):
             raise ValueError(
                 f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}"
             )
-        if eval_samples < 0:
-            raise ValueError(f"eval_samples must be ≥ 0, got {eval_samples}")
+        check_at_least(eval_samples=(eval_samples, 0))
         self.save_hyperparameters(
             ignore=[
                 "proxy_encoder",

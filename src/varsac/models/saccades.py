@@ -1,4 +1,4 @@
-"""Looking: proxy → VRNN → crops → glimpses → class, the part of a saccade model that predicts.
+"""Looking: proxy → VRNN → crops → glimpses of the image (source) → class: what predicts.
 
 ``Saccading`` holds the parts and the look; two modules share it: ``Saccader``
 (models/saccader.py), the LightningModule that trains, and ``SaccadeNetwork``

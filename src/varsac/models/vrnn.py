@@ -164,9 +164,8 @@ class VRNN(nn.Module):
             steps=(steps, 1),
             hidden_dim=(hidden_dim, 1),
             feature_dim=(feature_dim, 1),
+            latent_dim=(latent_dim, 3),  # a crop's scale, x and y come first
         )
-        if latent_dim < 3:
-            raise ValueError(f"latent_dim must be at least 3 (scale, x, y), got {latent_dim}")
         self.steps = steps
         self.hidden_dim = hidden_dim
         self.prior = GaussianHead(hidden_dim, hidden_dim, latent_dim)

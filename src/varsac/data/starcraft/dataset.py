@@ -37,7 +37,7 @@ from PIL import Image
 from torch.utils.data import Sampler, WeightedRandomSampler
 
 from varsac.data import SPLITS, check_split_fractions
-from varsac.data.pyramid_conversion import as_srgb, convert_all
+from varsac.data.pyramid_conversion import as_srgb, convert_all, write_srgb_pyramid
 from varsac.data.pyramid_dataset import PyramidDataset
 from varsac.data.splits import SplitDataModule
 from varsac.data.starcraft.layout import (
@@ -49,7 +49,8 @@ from varsac.data.starcraft.layout import (
 )
 from varsac.errors import check_at_least
 from varsac.image_files import check_file
-from varsac.pyramid import PyramidTIFF, open_image, write_pyramid
+from varsac.image_source import to_float
+from varsac.pyramid import PyramidTIFF, open_image
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def read_minimaps(paths: Sequence[Path], size: int) -> torch.Tensor:
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         arrays = list(pool.map(one, paths))
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
+    return to_float(np.stack(arrays))
 
 
 def balancing_weights(counts: torch.Tensor) -> torch.Tensor:
@@ -150,7 +151,7 @@ def balancing_weights(counts: torch.Tensor) -> torch.Tensor:
 
 def convert_frame(frame: Path, pyramid: Path) -> None:
     """Write ``frame`` as an 8-bit sRGB pyramid TIFF (JPEG tiles at quality 95), atomically."""
-    write_pyramid(as_srgb(open_image(frame)), pyramid, compression="jpeg", quality=95)
+    write_srgb_pyramid(frame, pyramid, quality=95)
 
 
 class StarCraftDataset(PyramidDataset):
@@ -175,6 +176,7 @@ class StarCraftDataModule(SplitDataModule):
     likely (a ``WeightedRandomSampler``, as many draws per epoch as training frames)."""
 
     proxy_from_image = False  # the minimap
+    fixed_channels = (3, 3)  # frames and minimaps, both read as sRGB
 
     def __init__(
         self,
@@ -189,8 +191,10 @@ class StarCraftDataModule(SplitDataModule):
         num_workers: int = 0,
         seed: int = 0,
         workers: int | None = None,
+        image_channels: int = 3,
+        proxy_channels: int = 3,
     ) -> None:
-        super().__init__()
+        super().__init__(image_channels, proxy_channels)
         check_at_least(
             max_count=(max_count, 0),
             proxy_size=(proxy_size, 1),

@@ -29,7 +29,6 @@ with the game (the development machine has none).
 """
 
 import csv
-import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,9 +45,10 @@ from varsac.data.starcraft.layout import (
     MINIMAP_COLUMN,
     UNIT_COLUMNS,
     frame_paths,
+    write_frames_csv,
 )
-from varsac.errors import ConfigError
-from varsac.files import atomic_path, replace_atomically
+from varsac.errors import ConfigError, check_at_least
+from varsac.files import write_png_atomically
 
 # Count column → the pysc2 ``units.Terran`` member spawned and counted for it.
 PYSC2_UNITS = dict(zip(UNIT_COLUMNS, ("Marine", "Marauder", "SiegeTank"), strict=True))
@@ -110,10 +110,10 @@ def record_scenes(
                 recorded += 1
                 progress.update()
                 if recorded % CSV_EVERY == 0:
-                    write_csv(dst, rows)
+                    write_frames_csv(dst, (rows[i] for i in sorted(rows)))
         finally:
             if recorded % CSV_EVERY:
-                write_csv(dst, rows)
+                write_frames_csv(dst, (rows[i] for i in sorted(rows)))
     return recorded
 
 
@@ -121,19 +121,16 @@ def check_arguments(
     n: int, max_count: int, frame_size: int, minimap_size: int, step_mul: int
 ) -> None:
     """Raise ``ConfigError`` naming the first argument that cannot work."""
-    if n < 1:
-        raise ConfigError(f"n={n}: record at least one frame (n ≥ 1)")
+    check_at_least(n=(n, 1))
     if not 0 <= max_count <= MAX_COUNT:
         raise ConfigError(f"max_count={max_count} must be in 0..{MAX_COUNT}")
-    if minimap_size < 1:
-        raise ConfigError(f"minimap_size={minimap_size} must be ≥ 1")
+    check_at_least(minimap_size=(minimap_size, 1))
     if frame_size < minimap_size:
         raise ConfigError(
             f"frame_size={frame_size} must be at least minimap_size={minimap_size} "
             "(the game renders the screen no smaller than the minimap)"
         )
-    if step_mul < 1:
-        raise ConfigError(f"step_mul={step_mul} must be ≥ 1 (game steps per agent step)")
+    check_at_least(step_mul=(step_mul, 1))  # game steps per agent step
 
 
 def require_pysc2() -> None:
@@ -175,15 +172,6 @@ def read_recorded(dst: Path, n: int) -> dict[int, dict[str, object]]:
     return rows
 
 
-def write_csv(dst: Path, rows: Mapping[int, Mapping[str, object]]) -> None:
-    """Write ``rows`` in frame order to ``dst/predictions.csv``, atomically."""
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows[index] for index in sorted(rows))
-    replace_atomically(dst / CSV_NAME, lambda handle: handle.write(text.getvalue().encode()))
-
-
 def _all_files(dst: Path, *relative: str) -> bool:
     return all((dst / path).is_file() for path in relative)
 
@@ -194,8 +182,7 @@ def _save_frame(
     """Write the frame's two PNGs atomically; return its CSV row."""
     frame_path, minimap_path = frame_paths(index)
     for relative, image in ((frame_path, frame), (minimap_path, minimap)):
-        with atomic_path(dst / relative) as partial:
-            Image.fromarray(image).save(partial, format="PNG")
+        write_png_atomically(dst / relative, Image.fromarray(image))
     return {FRAME_COLUMN: frame_path, MINIMAP_COLUMN: minimap_path, **counts}
 
 

@@ -38,8 +38,6 @@ frames not on disk yet. Workers are spawned, not forked, so libvips (which encod
 PNGs) never runs in a child forked from a parent that used its threads.
 """
 
-import csv
-import io
 import logging
 import math
 import multiprocessing
@@ -56,7 +54,6 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from varsac.data.starcraft.layout import (
-    CSV_COLUMNS,
     CSV_NAME,
     FRAME_COLUMN,
     MAX_COUNT,
@@ -64,9 +61,10 @@ from varsac.data.starcraft.layout import (
     UNIT_COLUMNS,
     UNIT_TYPES,
     frame_paths,
+    write_frames_csv,
 )
-from varsac.errors import ConfigError
-from varsac.files import atomic_path, replace_atomically, resume_folder
+from varsac.errors import ConfigError, check_at_least
+from varsac.files import atomic_path, resume_folder
 
 log = logging.getLogger(__name__)
 
@@ -492,27 +490,14 @@ def _check_arguments(
     n: int, workers: int | None, frame_size: int, minimap_size: int, max_count: int
 ) -> None:
     """Raise ``ConfigError`` naming the first argument ``generate_scenes`` cannot work with."""
-    if n < 1:
-        raise ConfigError(f"n (frames to generate) must be at least 1, got {n}")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"workers must be at least 1 (or None: one per core), got {workers}")
-    if frame_size < 128:
-        raise ConfigError(f"frame_size must be at least 128 pixels, got {frame_size}")
+    check_at_least(n=(n, 1), workers=(1 if workers is None else workers, 1))
+    check_at_least(frame_size=(frame_size, 128))
     if not 8 <= minimap_size <= frame_size:
         raise ConfigError(
             f"minimap_size must be between 8 and frame_size={frame_size} pixels, got {minimap_size}"
         )
     if not 0 <= max_count <= MAX_COUNT:
         raise ConfigError(f"max_count must be between 0 and {MAX_COUNT}, got {max_count}")
-
-
-def _write_csv(path: Path, rows: list[dict[str, str | int]]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    encoded = text.getvalue().encode()
-    replace_atomically(path, lambda handle: handle.write(encoded))
 
 
 def generate_scenes(
@@ -580,7 +565,7 @@ def generate_scenes(
         if index not in counts:
             counts[index] = _layout_counts(scene_layout(seed, index, frame_size, max_count))
     rows = [_csv_row(index, counts[index]) for index in range(n)]
-    _write_csv(dst / CSV_NAME, rows)
+    write_frames_csv(dst, rows)
     return GeneratedScenes(
         rows=rows,
         generated=len(todo),
