@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 # The CPU build of torch; a plain requirement would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: help install fit test lint format bench-learning bench-mit5k bench-table1 bench-predict \
+.PHONY: help install fit test test-fast lint format bench-learning bench-mit5k bench-table1 bench-predict \
 	notebooks strip-notebooks clean
 
 help:
 	@echo "make fit    train the saccade model on two-digit cluttered MNIST (CPU)"
 	@echo "make test   lint and run the test suite"
+	@echo "make test-fast  lint and run the unit tests only, not the slow end-to-end ones (< 2 min)"
 	@echo "make lint   ruff check and ruff format --check"
 	@echo "make format apply ruff's fixes and formatting"
 	@echo "make bench-learning  the 30-minute learning-curve benchmark"
@@ -34,6 +35,11 @@ fit: install
 
 test: install lint
 	$(BIN)/pytest $(ARGS)
+
+# The tests marked slow (pytest -m slow: whole runs of the command line, notebooks,
+# benchmarks) are left out; make test and CI (.ci/run) run them too.
+test-fast: install lint
+	$(BIN)/pytest -m "not slow" $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -212,6 +212,7 @@ def varsac_fit(*args: str, cwd: Path, data_dir: Path) -> subprocess.CompletedPro
     return varsac(*fit, cwd=cwd, data_dir=data_dir, OMP_NUM_THREADS="1")
 
 
+@pytest.mark.slow
 def test_full_image_baseline_experiment_runs(tmp_path: Path, mnist_dir: Path) -> None:
     args = [
         "experiment=baseline_cluttered_mnist",
@@ -225,6 +226,7 @@ def test_full_image_baseline_experiment_runs(tmp_path: Path, mnist_dir: Path) ->
     assert (tmp_path / "outputs" / "baseline_cluttered_mnist").is_dir()
 
 
+@pytest.mark.slow
 def test_tiled_baseline_experiment_runs_on_pyramids(tmp_path: Path, fresh_data_dir: Path) -> None:
     data_dir = fresh_data_dir
     args = [

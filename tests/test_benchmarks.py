@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import SMALL
+
+pytestmark = pytest.mark.slow  # whole runs: make test-fast leaves them out
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 

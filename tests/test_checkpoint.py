@@ -45,6 +45,7 @@ def test_the_crafted_checkpoint_really_runs_code_when_unpickled(tmp_path: Path) 
     assert marker.exists()  # so the refusals below are refusals of a real attack
 
 
+@pytest.mark.slow
 def test_predict_test_and_resume_refuse_a_checkpoint_that_would_run_code(tmp_path: Path) -> None:
     marker = tmp_path / "written"
     evil = crafted_checkpoint(tmp_path / "evil.ckpt", marker)
@@ -66,6 +67,7 @@ def test_predict_test_and_resume_refuse_a_checkpoint_that_would_run_code(tmp_pat
         assert not marker.exists(), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -103,6 +105,7 @@ CheckpointFiles().save_checkpoint({"state_dict": {"w": torch.ones(2**26)}}, sys.
 """
 
 
+@pytest.mark.slow
 def test_a_kill_while_saving_leaves_the_previous_checkpoint_whole(tmp_path: Path) -> None:
     path = tmp_path / "checkpoints" / "last.ckpt"
     CheckpointFiles().save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 4}, path)

@@ -1,6 +1,8 @@
 """The installed ``varsac`` console script, run as a user would, from a temporary directory."""
 
 import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,8 @@ from PIL import Image
 from conftest import SMALL, varsac
 from varsac.checkpoint import load_checkpoint
 from varsac.data import SPLITS
+
+pytestmark = pytest.mark.slow  # whole runs: make test-fast leaves them out
 
 
 def run_dirs(cwd: Path, name: str = "cluttered_mnist") -> list[Path]:
@@ -41,62 +45,85 @@ def test_fast_dev_run(tmp_path: Path, mnist_dir: Path) -> None:
     assert f"run directory: {run}" in result.stderr + result.stdout
 
 
-def test_fit_writes_checkpoints_metrics_pictures_then_resumes_and_tests(
-    tmp_path: Path, mnist_dir: Path
-) -> None:
-    out = varsac("fit", *SMALL, "trainer.max_epochs=1", cwd=tmp_path, data_dir=mnist_dir).stdout
-    (first,) = run_dirs(tmp_path)
-    last = first / "checkpoints" / "last.ckpt"
-    summary = out[out.index("varsac fit finished") :]
-    assert f"last checkpoint              {last.resolve()}" in summary
+@dataclass(frozen=True)
+class FirstFit:
+    """One epoch of ``varsac fit`` in ``cwd``: its run directory and what it printed."""
+
+    cwd: Path
+    run: Path
+    out: str
+
+    @property
+    def last(self) -> Path:
+        return self.run / "checkpoints" / "last.ckpt"
+
+    def copied_to(self, cwd: Path) -> "FirstFit":
+        """The same run in another directory, for a test that goes on from it."""
+        shutil.copytree(self.cwd / "outputs", cwd / "outputs")
+        return FirstFit(cwd, cwd / self.run.relative_to(self.cwd), self.out)
+
+
+@pytest.fixture(scope="module")
+def first_fit(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> FirstFit:
+    cwd = tmp_path_factory.mktemp("first_fit")
+    out = varsac("fit", *SMALL, "trainer.max_epochs=1", cwd=cwd, data_dir=mnist_dir).stdout
+    (run,) = run_dirs(cwd)
+    return FirstFit(cwd, run, out)
+
+
+def test_fit_writes_checkpoints_metrics_and_pictures(first_fit: FirstFit) -> None:
+    summary = first_fit.out[first_fit.out.index("varsac fit finished") :]
+    assert f"last checkpoint              {first_fit.last.resolve()}" in summary
     assert "best checkpoint" in summary and "test/accuracy" in summary
-    finished = json.loads((first / "results.json").read_text())
-    assert finished["checkpoints"]["last"] == str(last.resolve())
+    finished = json.loads((first_fit.run / "results.json").read_text())
+    assert finished["checkpoints"]["last"] == str(first_fit.last.resolve())
     assert 0 <= finished["results"]["test/accuracy"] <= 1
-    state = load_checkpoint(last)
+    state = load_checkpoint(first_fit.last)
     assert (state["epoch"], state["global_step"]) == (0, 4)
     assert state["varsac_config"]["data"]["train_size"] == 200
-    metrics = (first / "csv" / "metrics.csv").read_text()
+    metrics = (first_fit.run / "csv" / "metrics.csv").read_text()
     assert "val/accuracy" in metrics and "test/accuracy" in metrics
-    with Image.open(first / "saccades" / "epoch_000.png") as picture:
+    with Image.open(first_fit.run / "saccades" / "epoch_000.png") as picture:
         assert picture.width > 500 and picture.height > 200
 
-    # resume: the second run continues at epoch 1, step 4
+
+def test_a_resumed_fit_continues_at_the_next_epoch(
+    first_fit: FirstFit, tmp_path: Path, mnist_dir: Path
+) -> None:
+    first = first_fit.copied_to(tmp_path)
     varsac(
         "fit", *SMALL, "trainer.max_epochs=2", "ckpt_path=last", cwd=tmp_path, data_dir=mnist_dir
     )
     second = run_dirs(tmp_path)[-1]
-    assert second != first
+    assert second != first.run
     state = load_checkpoint(second / "checkpoints" / "last.ckpt")
     assert (state["epoch"], state["global_step"]) == (1, 8)
     assert "epoch" in (second / "csv" / "metrics.csv").read_text()
 
-    # test rebuilds data and model from the checkpoint; data overrides apply on top
+
+def test_test_rebuilds_the_run_from_the_checkpoint_with_overrides_on_top(
+    first_fit: FirstFit, tmp_path: Path, mnist_dir: Path
+) -> None:
     out = varsac(
-        "test",
-        f"ckpt_path={second / 'checkpoints' / 'last.ckpt'}",
-        "data.batch_size=25",
-        cwd=tmp_path,
-        data_dir=mnist_dir,
-    )
+        "test", f"ckpt_path={first_fit.last}", "data.batch_size=25",
+        cwd=tmp_path, data_dir=mnist_dir,
+    )  # fmt: skip
     assert "test/accuracy" in out.stdout + out.stderr
 
-    # a NaN loss stops the run, names the step and leaves the last good checkpoint
-    good = (second / "checkpoints" / "last.ckpt").read_bytes()
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    first_fit: FirstFit, tmp_path: Path, mnist_dir: Path
+) -> None:
+    first = first_fit.copied_to(tmp_path)
+    good = first.last.read_bytes()
     failed = varsac(
-        "fit",
-        *SMALL,
-        "trainer.max_epochs=3",
-        "ckpt_path=last",
-        "model.beta=nan",
-        cwd=tmp_path,
-        data_dir=mnist_dir,
-        check=False,
-    )
+        "fit", *SMALL, "trainer.max_epochs=2", "ckpt_path=last", "model.beta=nan",
+        cwd=tmp_path, data_dir=mnist_dir, check=False,
+    )  # fmt: skip
     assert failed.returncode != 0
-    assert "loss is nan at epoch" in failed.stderr and "global step 8" in failed.stderr
-    assert (second / "checkpoints" / "last.ckpt").read_bytes() == good
-    assert f"the last good checkpoint is {second / 'checkpoints' / 'last.ckpt'}" in failed.stderr
+    assert "loss is nan at epoch" in failed.stderr and "global step 4" in failed.stderr
+    assert first.last.read_bytes() == good
+    assert f"the last good checkpoint is {first.last.resolve()}" in failed.stderr
 
 
 def test_a_multirun_sweep_runs_each_setting(tmp_path: Path, mnist_dir: Path) -> None:

@@ -8,6 +8,8 @@ import pytest
 from conftest import SMALL, varsac
 from varsac.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # whole runs: make test-fast leaves them out
+
 TWO_CPU_PROCESSES = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 
 

@@ -18,6 +18,8 @@ from varsac.checkpoint import load_checkpoint
 from varsac.files import partial_files
 from varsac.pyramid import PyramidTIFF
 
+pytestmark = pytest.mark.slow  # whole runs: make test-fast leaves them out
+
 # SMALL with 400 training canvases (eight steps an epoch) and no pictures to draw.
 LONGER = [
     *(arg for arg in SMALL if not arg.startswith("data.train_size")),

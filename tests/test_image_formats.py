@@ -226,6 +226,7 @@ def test_a_csv_that_lists_a_file_that_is_no_image_fails_it(
     assert list(failed) == [folder / "notes.txt"] and skipped == {}
 
 
+@pytest.mark.slow
 def test_skipped_files_alone_do_not_fail_the_data_command(tmp_path: Path) -> None:
     src = tmp_path / "src"
     write_images(src / "red")
@@ -241,6 +242,7 @@ def test_skipped_files_alone_do_not_fail_the_data_command(tmp_path: Path) -> Non
 # ---------------------------------------------------------------------- varsac predict
 
 
+@pytest.mark.slow
 def test_predict_reads_every_format_and_lists_failed_and_skipped_files(
     checkpoint: Path, formats: tuple[Path, dict], tmp_path: Path
 ) -> None:
@@ -271,6 +273,7 @@ def test_predict_reads_every_format_and_lists_failed_and_skipped_files(
         assert box["top"] + box["height"] <= WIDTH + 0.1
 
 
+@pytest.mark.slow
 def test_predict_with_skipped_files_alone_succeeds(
     checkpoint: Path, formats: tuple[Path, dict], tmp_path: Path
 ) -> None:

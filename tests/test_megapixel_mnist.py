@@ -270,6 +270,7 @@ def test_summary_counts_each_class_and_split(megapixel_mnist_folder: Path) -> No
 # ---------------------------------------------------------------------- the CLI
 
 
+@pytest.mark.slow
 def test_draw_then_fit_megapixel_mnist_from_the_command_line(
     tmp_path: Path, mnist_dir: Path
 ) -> None:

@@ -160,6 +160,7 @@ def test_other_settings_into_the_same_folder_are_refused(
         convert_photos(photo_folder, converted_photos, size=1024)
 
 
+@pytest.mark.slow
 def test_a_killed_conversion_leaves_no_half_written_tiff_and_resumes(tmp_path: Path) -> None:
     sizes = ((1600, 1200),) * 4  # 24 photos that take a while at 1024²
     src = write_photo_folder(tmp_path / "src", sizes)
@@ -398,6 +399,7 @@ def test_an_index_with_an_empty_split_is_a_config_error(
 # ---------------------------------------------------------------------- the CLI
 
 
+@pytest.mark.slow
 def test_data_command_usage_and_errors(tmp_path: Path) -> None:
     assert "mit5k" in varsac("data", cwd=tmp_path).stdout
     unknown = varsac("data", "nope", cwd=tmp_path, check=False)
@@ -407,6 +409,7 @@ def test_data_command_usage_and_errors(tmp_path: Path) -> None:
     assert "Traceback" not in no_src.stderr
 
 
+@pytest.mark.slow
 def test_convert_then_fit_mit5k_from_the_command_line(photo_folder: Path, tmp_path: Path) -> None:
     dst = tmp_path / "mit5k"
     convert = varsac(
@@ -426,6 +429,7 @@ def test_convert_then_fit_mit5k_from_the_command_line(photo_folder: Path, tmp_pa
     assert "val/balanced_accuracy" in fit.stdout
 
 
+@pytest.mark.slow
 def test_twelve_photos_in_three_folders_convert_and_fit_with_the_default_split(
     tmp_path: Path,
 ) -> None:
@@ -442,6 +446,7 @@ def test_twelve_photos_in_three_folders_convert_and_fit_with_the_default_split(
     assert "val/balanced_accuracy" in fit.stdout and "test/accuracy" in fit.stdout
 
 
+@pytest.mark.slow
 def test_a_set_too_small_to_split_is_one_line_from_the_command_line(tmp_path: Path) -> None:
     src = write_small_photo_set(tmp_path / "src", per_class=2)
     refused = varsac(

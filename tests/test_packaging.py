@@ -6,6 +6,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # whole runs: make test-fast leaves them out
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

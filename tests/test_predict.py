@@ -44,6 +44,7 @@ def rows(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_predicts_every_readable_image_and_names_the_broken_one(
     checkpoint: Path, inputs: Path, tmp_path: Path
 ) -> None:
@@ -77,6 +78,7 @@ def test_predicts_every_readable_image_and_names_the_broken_one(
     assert pictures == ["a.png", "c.png", "sub__b.png"]
 
 
+@pytest.mark.slow
 def test_conversions_are_cached_and_pyramids_read_as_they_are(
     checkpoint: Path, inputs: Path, tmp_path: Path
 ) -> None:
@@ -92,6 +94,7 @@ def test_conversions_are_cached_and_pyramids_read_as_they_are(
     assert rows(rerun) == rows(run)  # seeded posterior samples: the same answers
 
 
+@pytest.mark.slow
 def test_one_file_and_the_posterior_mean_alone(
     checkpoint: Path, inputs: Path, tmp_path: Path
 ) -> None:
@@ -118,6 +121,7 @@ def damaged_pyramid(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_an_image_that_fails_in_its_batch_fails_alone(
     checkpoint: Path, inputs: Path, tmp_path: Path
 ) -> None:
@@ -142,6 +146,7 @@ def test_an_image_that_fails_in_its_batch_fails_alone(
     assert {**rows(run)[1], "path": ""} == {**expected, "path": ""}
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_named(checkpoint: Path, inputs: Path, tmp_path: Path) -> None:
     missing, _ = predict(f"ckpt_path={checkpoint}", f"input={tmp_path / 'nope'}", cwd=tmp_path)
     assert missing.returncode != 0 and "nope: no such file or folder" in missing.stderr

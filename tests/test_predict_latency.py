@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # whole runs: make test-fast leaves them out
+
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 

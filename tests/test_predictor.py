@@ -45,6 +45,7 @@ def predictor(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Pre
     return Predictor.from_checkpoint(checkpoint, device="cpu", samples=4, cache_dir=cache)
 
 
+@pytest.mark.slow
 def test_the_same_answers_as_the_command_line(
     checkpoint: Path, predictor: Predictor, images: Path, tmp_path: Path
 ) -> None:
@@ -130,6 +131,7 @@ def test_bad_images_are_named(predictor: Predictor, images: Path, tmp_path: Path
         predictor([images / "c.tif", damaged], batch_size=2)
 
 
+@pytest.mark.slow
 def test_the_saccade_model_loads_without_lightning(checkpoint: Path) -> None:
     """A fresh process: Predictor.from_checkpoint and a prediction import neither Lightning
     nor torchmetrics, W&B or matplotlib."""

@@ -6,6 +6,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -166,6 +167,7 @@ def test_planned_jobs_take_the_config_sweep_params_first_the_command_line_replac
     ]
 
 
+@pytest.mark.slow
 def test_a_directory_that_is_not_a_sweep_is_refused_with_its_path(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -187,6 +189,7 @@ def test_a_directory_that_is_not_a_sweep_is_refused_with_its_path(tmp_path: Path
     assert main([str(tmp_path / "missing")]) == 2
 
 
+@pytest.mark.slow
 def test_a_real_sweep_over_two_settings_and_two_seeds(tmp_path: Path, mnist_dir: Path) -> None:
     setting = "model.vrnn.fixed_variance"
     varsac(
@@ -213,6 +216,7 @@ def test_a_real_sweep_over_two_settings_and_two_seeds(tmp_path: Path, mnist_dir:
         assert picture.size == (800, 500)
 
 
+@pytest.mark.slow
 def test_a_failed_job_is_listed_not_dropped(tmp_path: Path, mnist_dir: Path) -> None:
     # A NaN β makes the loss NaN: that job stops with an error and writes no results.json;
     # the sweep goes on with the next job and exits non-zero at the end.

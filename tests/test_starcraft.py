@@ -186,6 +186,7 @@ def test_counting_metrics() -> None:
     assert float(balanced.compute()) == pytest.approx(0.5)  # classes 2, 3 absent: not averaged
 
 
+@pytest.mark.slow
 def test_generate_then_fit_starcraft_from_the_command_line(tmp_path: Path) -> None:
     scenes = tmp_path / "scenes"
     made = varsac(
@@ -200,6 +201,7 @@ def test_generate_then_fit_starcraft_from_the_command_line(tmp_path: Path) -> No
     assert "val/count_mae" in fit.stdout and "val/balanced_accuracy" in fit.stdout
 
 
+@pytest.mark.slow
 def test_recording_without_the_game_says_what_is_missing(tmp_path: Path) -> None:
     result = varsac(
         "data", "starcraft", "source=game", f"dst={tmp_path / 'rec'}", "n=2", cwd=tmp_path,

@@ -40,6 +40,7 @@ def test_the_variance_ablation_uses_the_noisiest_proxy_of_the_noise_sweep() -> N
     assert ablation["model.vrnn.fixed_variance"] == learnt_then_the_papers
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_with_overrides_on_top(tmp_path: Path, mnist_dir: Path) -> None:
     """Command-line values replace the sweep's: one seed, two variances, two runs."""
     varsac(
@@ -76,6 +77,7 @@ def test_the_slurm_launcher_composes_with_nodes_gpus_partition_and_time() -> Non
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_parallel_launcher_runs_jobs_in_separate_processes(
     tmp_path: Path, mnist_dir: Path
 ) -> None:

@@ -15,10 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 from wandb.proto.wandb_internal_pb2 import Record
 
 from conftest import SMALL, VARSAC, varsac
+
+pytestmark = pytest.mark.slow  # whole runs: make test-fast leaves them out
 
 ONE_EPOCH_TO_WANDB = [*SMALL, "trainer.max_epochs=1", "test_after_fit=false", "logger=wandb"]
 
