@@ -168,6 +168,7 @@ def test_boxes_become_pixels_of_the_original_image() -> None:
     assert box == {"step": 1, "left": 100.0, "top": 140.0, "width": 400.0, "height": 280.0}
 
 
+@pytest.mark.slow  # the checkpoint fixture trains a model first
 def test_the_checkpoint_records_what_predict_needs(checkpoint: Path) -> None:
     data = load_checkpoint(checkpoint)["varsac_data"]
     assert data == {"class_names": None, "proxy_from_image": True}  # digits: named by index

@@ -19,6 +19,9 @@ from varsac.predictor import ImageError
 from varsac.pyramid import PyramidTIFF, write_pyramid
 from varsac.viz import draw_saccades
 
+# every test predicts with a model that a whole (small) training made first
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -45,7 +48,6 @@ def predictor(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Pre
     return Predictor.from_checkpoint(checkpoint, device="cpu", samples=4, cache_dir=cache)
 
 
-@pytest.mark.slow
 def test_the_same_answers_as_the_command_line(
     checkpoint: Path, predictor: Predictor, images: Path, tmp_path: Path
 ) -> None:
@@ -131,7 +133,6 @@ def test_bad_images_are_named(predictor: Predictor, images: Path, tmp_path: Path
         predictor([images / "c.tif", damaged], batch_size=2)
 
 
-@pytest.mark.slow
 def test_the_saccade_model_loads_without_lightning(checkpoint: Path) -> None:
     """A fresh process: Predictor.from_checkpoint and a prediction import neither Lightning
     nor torchmetrics, W&B or matplotlib."""
