@@ -36,8 +36,10 @@ def test_the_variance_ablation_uses_the_noisiest_proxy_of_the_noise_sweep() -> N
     noise_levels = composed("sweep=proxy_noise").hydra.sweeper.params["data.proxy_noise"]
     ablation = composed("sweep=variance_ablation").hydra.sweeper.params
     assert float(ablation["data.proxy_noise"]) == max(map(float, noise_levels.split(",")))
-    learnt_then_the_papers = "null,0.6,0.9,1.2,1.4,1.6,2.0,5.0"
-    assert ablation["model.vrnn.fixed_variance"] == learnt_then_the_papers
+    # the learnt variance first, as the reference, then fixed variances from small to large
+    learnt, *fixed = ablation["model.vrnn.fixed_variance"].split(",")
+    variances = [float(v) for v in fixed]
+    assert learnt == "null" and variances == sorted(set(variances)) and variances[0] > 0
 
 
 @pytest.mark.slow
