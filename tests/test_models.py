@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.distributions import Normal
 from torch.utils.data import DataLoader
 
@@ -42,6 +43,7 @@ def tiny_saccader(**kwargs) -> Saccader:
             hidden_dim=32,
             fixed_variance=kwargs.pop("fixed", None),
             closed_loop=kwargs.pop("closed_loop", False),
+            reconstruction_size=kwargs.pop("reconstruction_size", None),
         ),
         cropper=SpatialTransformer(window=8),
         crop_classifier=CropClassifier(1, 10, channels=(8, 16), hidden=16),
@@ -170,6 +172,24 @@ def test_mean_reconstruction_is_nats_per_proxy_value() -> None:
     torch.testing.assert_close(loss, parts["classification_nll"] + 0.5 * elbo)
     with pytest.raises(ValueError, match="reconstruction"):
         tiny_saccader(reconstruction="max")
+
+
+def test_a_smaller_reconstruction_is_of_the_area_downsampled_proxy() -> None:
+    batch = tiny_batch()  # 16² proxies
+    model = tiny_saccader(reconstruction_size=4, reconstruction="mean", beta=0.5)
+    features = model.proxy_encoder(batch["proxy"])
+    torch.manual_seed(2)
+    rollout = model.vrnn(features, batch["proxy"], sample=False)
+    # the same rollout, given the proxy downsampled by hand: the same NLL, per 4² values
+    torch.manual_seed(2)
+    pooled = F.avg_pool2d(batch["proxy"], 4)
+    by_hand = model.vrnn(features, pooled, sample=False)
+    torch.testing.assert_close(rollout.reconstruction_nll, by_hand.reconstruction_nll)
+    loss, _, parts = model.objective(batch, sample=False)
+    elbo = parts["reconstruction_nll"] / 16 + parts["kl"]  # 1 channel × 4²
+    torch.testing.assert_close(loss, parts["classification_nll"] + 0.5 * elbo)
+    with pytest.raises(ValueError, match="reconstruction_size must be at most proxy_size=16"):
+        tiny_saccader(reconstruction_size=32)
 
 
 def test_evaluation_averages_k_posterior_samples() -> None:

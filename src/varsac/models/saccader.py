@@ -23,8 +23,9 @@ class Saccader(Saccading, ImageClassifier):
     loss = classification NLL + β · Σ_t [reconstruction NLL_t + KL_t]   (objective="sum")
     loss = classification NLL · β · Σ_t [...]      (objective="product", the authors' code)
 
-    The reconstruction NLL of a step is summed over the proxy's C·P·P values
-    (``reconstruction="sum"``, the paper's), so at one β it grows with the proxy; with
+    The reconstruction NLL of a step is summed over the C·R·R values the decoder
+    reconstructs (the proxy, or its R² downsample: ``vrnn.reconstruction_size``) with
+    ``reconstruction="sum"``, the paper's, so at one β it grows with the proxy; with
     ``reconstruction="mean"`` it is their mean, in nats per value, and β weighs it the
     same at every proxy size.
 
@@ -85,7 +86,7 @@ class Saccader(Saccading, ImageClassifier):
         reconstruction_nll = saccades.rollout.reconstruction_nll.sum(1).mean()
         reconstruction_weight = 1.0
         if self.hparams.reconstruction == "mean":
-            reconstruction_weight = 1.0 / batch["proxy"][0].numel()
+            reconstruction_weight = 1.0 / self.vrnn.reconstructed_values
         elbo_loss = self.hparams.beta * (reconstruction_weight * reconstruction_nll + kl)
         if self.hparams.objective == "sum":
             loss = classification_nll + elbo_loss

@@ -4,7 +4,8 @@ At every step t, with h the recurrent state and φ(c) the proxy features:
 
     prior      p(z_t | h)          diagonal Gaussian
     posterior  q(z_t | φ(c), h)    diagonal Gaussian, learnt or fixed variance
-    decoder    p(c | φ_z(z_t), h)  reconstructs the proxy (Bernoulli or Gaussian)
+    decoder    p(c | φ_z(z_t), h)  reconstructs the proxy (Bernoulli or Gaussian), area-
+                                   downsampled to reconstruction_size² if that is smaller
     cell       h ← GRU([φ(c), φ_z(z_t)], h)                    open loop (the paper's)
                h ← GRU([φ(c), φ_z(z_t), φ_g(g_t)], h)          closed loop
 
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
@@ -158,8 +160,15 @@ class VRNN(nn.Module):
         fixed_variance: float | None = None,
         likelihood: str = "bernoulli",
         closed_loop: bool = False,
+        reconstruction_size: int | None = None,
     ) -> None:
         super().__init__()
+        reconstruction_size = reconstruction_size or proxy_size
+        if reconstruction_size > proxy_size:
+            raise ValueError(
+                f"reconstruction_size must be at most proxy_size={proxy_size}, "
+                f"got {reconstruction_size}"
+            )
         check_at_least(
             steps=(steps, 1),
             hidden_dim=(hidden_dim, 1),
@@ -173,8 +182,12 @@ class VRNN(nn.Module):
             feature_dim + hidden_dim, hidden_dim, latent_dim, fixed_variance
         )
         self.embed_latent = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.ReLU(inplace=True))
+        # The decoder reconstructs the proxy area-downsampled to reconstruction_size², so that
+        # its cost (most of a training step's at a 128² proxy) need not grow with the proxy.
+        self.reconstruction_size = reconstruction_size
+        self.reconstructed_values = proxy_channels * reconstruction_size**2
         self.decoder = ProxyDecoder(
-            2 * hidden_dim, proxy_channels, proxy_size, likelihood=likelihood
+            2 * hidden_dim, proxy_channels, reconstruction_size, likelihood=likelihood
         )
         self.closed_loop = closed_loop
         seen = hidden_dim if closed_loop else 0
@@ -190,6 +203,8 @@ class VRNN(nn.Module):
         if self.closed_loop and look is None:
             raise ValueError("a closed-loop VRNN needs look")
         hidden = features.new_zeros(features.shape[0], self.hidden_dim)
+        if proxy is not None and proxy.shape[-1] != self.reconstruction_size:
+            proxy = F.adaptive_avg_pool2d(proxy, self.reconstruction_size)  # area-downsampled
         latents, kls, nlls = [], [], []
         for _ in range(self.steps):
             posterior = self.posterior(torch.cat([features, hidden], dim=-1))
