@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from varsac.errors import ConfigError
 from varsac.models import localized_spatial_transformer as lst
 from varsac.models.classifier import NonFiniteLossError
-from varsac.models.crop_classifier import CropClassifier
+from varsac.models.crop_classifier import INFERENCE_CHUNK, CropClassifier
 from varsac.models.full_image import FullImageClassifier
 from varsac.models.proxy_encoder import ProxyEncoder
 from varsac.models.saccader import Saccader
@@ -374,3 +374,14 @@ def test_the_lst_samples_the_same_glimpses_in_chunks_as_in_one(
     torch.testing.assert_close(apart, together)
     assert together[:, 3].abs().max() == 0  # outside the image: zeros
     assert together[:, :3].amax(dim=(2, 3, 4)).min() > 0  # inside: pixels
+
+
+def test_glimpses_encoded_in_chunks_without_gradients_match_one_batch() -> None:
+    torch.manual_seed(0)
+    classifier = CropClassifier(1, 10, channels=(8, 16), hidden=16).eval()
+    glimpses = torch.rand(3, INFERENCE_CHUNK, 1, 16, 16)  # three chunks' worth
+    with_gradients = classifier.encode(glimpses)
+    with torch.no_grad():
+        chunked = classifier.encode(glimpses)
+    assert with_gradients.requires_grad and chunked.shape == with_gradients.shape
+    torch.testing.assert_close(chunked, with_gradients.detach())

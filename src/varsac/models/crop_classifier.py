@@ -1,10 +1,15 @@
 """The crop classifier: a fully convolutional net over each glimpse, pooled over glimpses."""
 
+import torch
 from torch import Tensor, nn
 
 from varsac.models.proxy_encoder import conv_block
 
 POOLINGS = ("mean", "max", "sum")
+# Glimpses encoded at a time without gradients. On a CPU the activations of a few hundred
+# 64² glimpses overflow the caches: 816 at once ran at 34 ms per 102, chunks of 128 at 14.5
+# (docs/benchmarks.md, issue 15). With gradients the whole batch goes at once.
+INFERENCE_CHUNK = 128
 
 
 class CropClassifier(nn.Module):
@@ -52,7 +57,11 @@ class CropClassifier(nn.Module):
     def encode(self, glimpses: Tensor) -> Tensor:
         """(B, T, C, w, w) glimpses → (B, T, feature_dim) features, each glimpse alone."""
         batch, steps = glimpses.shape[:2]
-        return self.features(glimpses.flatten(0, 1)).view(batch, steps, -1)
+        flat = glimpses.flatten(0, 1)
+        if torch.is_grad_enabled() or len(flat) <= INFERENCE_CHUNK:
+            return self.features(flat).view(batch, steps, -1)
+        chunks = [self.features(chunk) for chunk in flat.split(INFERENCE_CHUNK)]
+        return torch.cat(chunks).view(batch, steps, -1)
 
     def classify(self, features: Tensor) -> Tensor:
         """(B, T, feature_dim) glimpse features → (B, num_classes) logits."""
