@@ -445,7 +445,7 @@ class ClutteredMNISTDataModule(SplitDataModule):
         image_channels: int = 1,
         proxy_channels: int = 1,
     ) -> None:
-        super().__init__(image_channels, proxy_channels)
+        super().__init__(image_channels, proxy_channels, batch_size, num_workers, seed)
         if image_size is not None and image_size < canvas_size:
             raise ValueError(
                 f"image_size must be at least canvas_size={canvas_size}, got {image_size}"
@@ -457,17 +457,13 @@ class ClutteredMNISTDataModule(SplitDataModule):
             distractor_size=distractor_size,
             label_mode=label_mode,
         )
-        lower_bounds = {
-            "train_size": (train_size, 1),
-            "val_size": (val_size, 1),
-            "test_size": (test_size, 1),
-            "seed": (seed, 0),
-            "batch_size": (batch_size, 1),
-            "num_workers": (num_workers, 0),
-            "proxy_size": (proxy_size, 1),
-            "proxy_noise": (proxy_noise, 0.0),
-        }
-        check_at_least(**lower_bounds)
+        check_at_least(
+            train_size=(train_size, 1),
+            val_size=(val_size, 1),
+            test_size=(test_size, 1),
+            proxy_size=(proxy_size, 1),
+            proxy_noise=(proxy_noise, 0.0),
+        )
         if proxy_size > canvas_size:
             raise ValueError(
                 f"proxy_size must be at most canvas_size={canvas_size}, got {proxy_size}"
@@ -521,7 +517,7 @@ class ClutteredMNISTDataModule(SplitDataModule):
                 num_distractors=self.hparams.num_distractors,
                 distractor_size=self.hparams.distractor_size,
                 label_mode=self.hparams.label_mode,
-                seed=(self.hparams.seed, SPLITS.index(split)),
+                seed=(self.seed, SPLITS.index(split)),
             )
             generated.save(self.split_path(split))
 
@@ -545,6 +541,6 @@ class ClutteredMNISTDataModule(SplitDataModule):
             label_mode=self.hparams.label_mode,
             proxy_size=self.hparams.proxy_size,
             proxy_noise=self.hparams.proxy_noise,
-            noise_seed=_derived_seed(self.hparams.seed, SPLITS.index(split), 1),
+            noise_seed=_derived_seed(self.seed, SPLITS.index(split), 1),
             pyramids=pyramids,
         )

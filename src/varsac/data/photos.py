@@ -47,15 +47,13 @@ class PhotoDataModule(SplitDataModule):
         image_channels: int = 3,
         proxy_channels: int = 3,
     ) -> None:
-        super().__init__(image_channels, proxy_channels)
+        super().__init__(image_channels, proxy_channels, batch_size, num_workers, seed)
         if proxy_channels != image_channels:
             raise ConfigError(
                 f"data.proxy_channels={proxy_channels}: the proxy is the photo's thumbnail, "
                 f"of its data.image_channels={image_channels}"
             )
-        check_at_least(
-            proxy_size=(proxy_size, 1), batch_size=(batch_size, 1), num_workers=(num_workers, 0)
-        )
+        check_at_least(proxy_size=(proxy_size, 1))
         root = str(Path(root).expanduser())
         classes = None if classes is None else [str(name) for name in classes]
         self.save_hyperparameters(logger=False)  # the loggers get the composed config instead

@@ -20,10 +20,11 @@ SPLITS_OF_STAGE = {
 class SplitDataModule(lightning.LightningDataModule):
     """Loads the splits a stage needs with ``load_split`` and batches them.
 
-    Subclasses implement ``load_split(split) -> Dataset`` and save ``batch_size``,
-    ``num_workers`` and ``seed`` (which seeds the training shuffle) in their
-    hyperparameters; ``train_sampler`` may replace the shuffle (e.g. to balance
-    classes). Batches are dicts, collated so that pyramid TIFFs stay a list.
+    Subclasses implement ``load_split(split) -> Dataset`` and pass ``batch_size``,
+    ``num_workers`` and ``seed`` (which seeds the training shuffle) to this class, which
+    checks them and batches every split with them; ``train_sampler`` may replace the
+    shuffle (e.g. to balance classes). Batches are dicts, collated so that pyramid TIFFs
+    stay a list.
     ``proxy_from_image``: whether the proxy is a thumbnail of the image (so that
     ``varsac predict`` can make it from the image alone).
 
@@ -35,9 +36,22 @@ class SplitDataModule(lightning.LightningDataModule):
     proxy_from_image = True
     fixed_channels: tuple[int, int] | None = None  # (image, proxy), for every set of this kind
 
-    def __init__(self, image_channels: int, proxy_channels: int) -> None:
+    def __init__(
+        self,
+        image_channels: int,
+        proxy_channels: int,
+        batch_size: int,
+        num_workers: int,
+        seed: int,
+    ) -> None:
         super().__init__()
-        check_at_least(image_channels=(image_channels, 1), proxy_channels=(proxy_channels, 1))
+        check_at_least(
+            image_channels=(image_channels, 1),
+            proxy_channels=(proxy_channels, 1),
+            batch_size=(batch_size, 1),
+            num_workers=(num_workers, 0),
+            seed=(seed, 0),
+        )
         fixed = self.fixed_channels
         if fixed is not None and (image_channels, proxy_channels) != fixed:
             raise ConfigError(
@@ -45,6 +59,7 @@ class SplitDataModule(lightning.LightningDataModule):
                 f"{fixed[0]} and {fixed[1]}, got {image_channels} and {proxy_channels}"
             )
         self.image_channels, self.proxy_channels = image_channels, proxy_channels
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.datasets: dict[str, Dataset] = {}
 
     def load_split(self, split: str) -> Dataset:
@@ -70,13 +85,13 @@ class SplitDataModule(lightning.LightningDataModule):
         shuffle = split == "train" and sampler is None
         return DataLoader(
             self.datasets[split],
-            batch_size=self.hparams.batch_size,
+            batch_size=self.batch_size,
             shuffle=shuffle,
             sampler=sampler,
-            generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None,
-            num_workers=self.hparams.num_workers,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            num_workers=self.num_workers,
             collate_fn=collate,
-            persistent_workers=self.hparams.num_workers > 0,
+            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

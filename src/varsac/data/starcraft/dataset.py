@@ -194,13 +194,8 @@ class StarCraftDataModule(SplitDataModule):
         image_channels: int = 3,
         proxy_channels: int = 3,
     ) -> None:
-        super().__init__(image_channels, proxy_channels)
-        check_at_least(
-            max_count=(max_count, 0),
-            proxy_size=(proxy_size, 1),
-            batch_size=(batch_size, 1),
-            num_workers=(num_workers, 0),
-        )
+        super().__init__(image_channels, proxy_channels, batch_size, num_workers, seed)
+        check_at_least(max_count=(max_count, 0), proxy_size=(proxy_size, 1))
         root, pyramid_dir = str(Path(root).expanduser()), str(Path(pyramid_dir).expanduser())
         self.save_hyperparameters(logger=False)  # the loggers get the composed config instead
         self.frames = read_frames(Path(root), max_count, val, test)
@@ -256,7 +251,7 @@ class StarCraftDataModule(SplitDataModule):
             balancing_weights(targets),
             num_samples=len(targets),
             replacement=True,
-            generator=torch.Generator().manual_seed(self.hparams.seed),
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
 
