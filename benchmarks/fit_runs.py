@@ -71,7 +71,7 @@ def read_run(name: str, run_dir: Path, minutes: float | None) -> dict:
 
 def fit(name: str, overrides: str, output_root: Path) -> dict:
     """Run ``varsac fit OVERRIDES`` under ``output_root/<slug of name>`` and read it back."""
-    slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
+    slug = "".join(c if c.isascii() and c.isalnum() else "_" for c in name).strip("_")
     root = output_root / slug
     arguments = [*shlex.split(overrides), f"paths.output_root={root}"]
     print(f"{name}: varsac fit {overrides}", flush=True)
