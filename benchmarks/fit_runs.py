@@ -25,18 +25,11 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from learning_curve import cpu_name  # benchmarks/, on the path of a script run from it
 from varsac.files import replace_atomically
 
 # The validation figures kept per epoch, where the run logs them.
 CURVE_KEYS = ("val/accuracy", "val/crop_scale", "val/classification_nll", "val/balanced_accuracy")
-
-
-def cpu_name() -> str:
-    """The processor's model name where Linux tells it, else 'unknown'."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def validation_curve(run_dir: Path) -> list[dict[str, float]]:
