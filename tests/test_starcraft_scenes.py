@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import rerun_after_a_kill
+from varsac.data.generation import Generated
 from varsac.data.starcraft.layout import CSV_COLUMNS, MAX_COUNT, UNIT_TYPES
 from varsac.data.starcraft.scenes import (
     MINIMAP_UNIT_COLOUR,
-    GeneratedScenes,
     SceneLayout,
     Unit,
     generate_scenes,
@@ -29,7 +30,7 @@ DIAMETERS_AT_1024 = {"marine": (14, 18), "marauder": (22, 26), "siegetank": (36,
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GeneratedScenes]:
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Generated]:
     """N frames of FRAME² (minimaps 64²) from seed 0, drawn by two processes."""
     dst = tmp_path_factory.mktemp("scenes")
     return dst, generate_scenes(dst, N, seed=0, workers=2, frame_size=FRAME)
@@ -62,7 +63,7 @@ def unit_pixels(minimap: np.ndarray) -> np.ndarray:
 
 
 def test_the_csv_lists_every_frame_and_its_two_images(
-    generated: tuple[Path, GeneratedScenes],
+    generated: tuple[Path, Generated],
 ) -> None:
     dst, scenes = generated
     assert (scenes.generated, scenes.already_done) == (N, 0)
@@ -80,7 +81,7 @@ def test_the_csv_lists_every_frame_and_its_two_images(
 
 
 def test_the_same_seed_gives_the_same_files_whatever_the_workers(
-    generated: tuple[Path, GeneratedScenes], tmp_path: Path
+    generated: tuple[Path, Generated], tmp_path: Path
 ) -> None:
     dst, _ = generated
     generate_scenes(tmp_path / "again", N, seed=0, workers=1, frame_size=FRAME)
@@ -92,7 +93,7 @@ def test_the_same_seed_gives_the_same_files_whatever_the_workers(
 
 
 def test_the_csv_counts_are_the_units_of_each_layout(
-    generated: tuple[Path, GeneratedScenes],
+    generated: tuple[Path, Generated],
 ) -> None:
     dst, _ = generated
     _, rows = read_csv(dst)
@@ -180,22 +181,16 @@ def test_counts_are_skewed_towards_few_units() -> None:
 
 
 def test_a_rerun_draws_only_the_missing_frames(
-    generated: tuple[Path, GeneratedScenes], tmp_path: Path
+    generated: tuple[Path, Generated], tmp_path: Path
 ) -> None:
     dst = tmp_path / "scenes"
-    shutil.copytree(generated[0], dst)
-    before = files_of(dst)
-    (dst / "fullscreen/000002.png").unlink()
-    debris = dst / "fullscreen/.000002.png.abc.partial"
-    debris.write_bytes(b"half a PNG")
-    kept = sorted(dst.rglob("*.png"))
-    times = {path: path.stat().st_mtime_ns for path in kept}
-
-    scenes = generate_scenes(dst, N, seed=0, workers=2, frame_size=FRAME)
+    scenes = rerun_after_a_kill(
+        generated[0],
+        dst,
+        "fullscreen/000002.png",
+        lambda dst: generate_scenes(dst, N, seed=0, workers=2, frame_size=FRAME),
+    )
     assert (scenes.generated, scenes.already_done) == (1, N - 1)
-    assert files_of(dst) == before
-    assert {path: path.stat().st_mtime_ns for path in kept} == times
-    assert not list(dst.rglob("*.partial"))
 
     more = generate_scenes(dst, N + 2, seed=0, workers=2, frame_size=FRAME)
     assert (more.generated, more.already_done) == (2, N)
@@ -208,7 +203,7 @@ def test_a_rerun_draws_only_the_missing_frames(
     [("seed", 1), ("frame_size", 512), ("minimap_size", 32), ("max_count", 10)],
 )
 def test_frames_are_not_mixed_with_other_settings(
-    generated: tuple[Path, GeneratedScenes], tmp_path: Path, setting: str, value: int
+    generated: tuple[Path, Generated], tmp_path: Path, setting: str, value: int
 ) -> None:
     dst = tmp_path / "scenes"
     shutil.copytree(generated[0], dst)
@@ -236,7 +231,7 @@ def test_bad_arguments_are_named(tmp_path: Path, arguments: dict[str, int], name
 
 
 def test_summary_reports_speed_and_the_marine_histogram(
-    generated: tuple[Path, GeneratedScenes],
+    generated: tuple[Path, Generated],
 ) -> None:
     dst, scenes = generated
     text = summary(scenes, dst)

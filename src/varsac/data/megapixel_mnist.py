@@ -60,21 +60,17 @@ the hard edges of the one-pixel strokes. Deflate is smaller and keeps the pixels
 
 import logging
 import math
-import multiprocessing
 import os
 import time
-from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from varsac.data import SPLITS
+from varsac.data.generation import Generated, draw_on_processes
 from varsac.data.mnist import DIGIT_SIZE, NUM_CLASSES, ImagesAndLabels, MNISTDigits, load_mnist
-from varsac.data.photo_index import INDEX_NAME, IndexRow, write_index
+from varsac.data.photo_index import INDEX_NAME, IndexRow, class_table, write_index
 from varsac.errors import ConfigError, check_at_least
 from varsac.files import resume_folder
 from varsac.pyramid import write_pyramid
@@ -115,16 +111,6 @@ class MegapixelCanvas:
     # exclusive; the class's digits first
     digit_indices: np.ndarray  # int64 (5,): each digit's index among the MNIST images drawn from
     noise_boxes: np.ndarray  # int64 (NOISE_PATCHES, 4), as digit_boxes
-
-
-@dataclass
-class GeneratedSet:
-    """What ``generate_megapixel_mnist`` did."""
-
-    rows: list[IndexRow]  # as written to index.csv
-    generated: int  # images drawn and written by this call
-    already_done: int  # images whose TIFF existed already
-    seconds: float
 
 
 # ---------------------------------------------------------------------- one canvas
@@ -272,16 +258,18 @@ def _mnist(data_dir: str) -> MNISTDigits:
 
 
 def _write_images(
-    dst: Path, split: str, indices: list[int], seed: int, canvas_size: int, data_dir: str
-) -> int:
-    """Draw images ``indices`` of ``split`` (in a worker process) and write their pyramid
-    TIFFs; return how many."""
-    digits = getattr(_mnist(data_dir), split)
-    bank = split_noise_bank(seed, split)
-    for index in indices:
-        canvas = compose_canvas(image_generator(seed, split, index), digits, bank, canvas_size)
+    dst: Path, seed: int, canvas_size: int, data_dir: str, todo: list[tuple[str, int]]
+) -> list[tuple[str, int]]:
+    """Draw the (split, index) images of ``todo`` (in a worker process) and write their
+    pyramid TIFFs; return them."""
+    banks = {split: split_noise_bank(seed, split) for split in {split for split, _ in todo}}
+    for split, index in todo:
+        digits = getattr(_mnist(data_dir), split)
+        canvas = compose_canvas(
+            image_generator(seed, split, index), digits, banks[split], canvas_size
+        )
         write_pyramid(canvas.pixels, dst / image_path(split, index), compression=COMPRESSION)
-    return len(indices)
+    return todo
 
 
 def _check_arguments(
@@ -303,38 +291,6 @@ def _check_arguments(
         )
 
 
-def _draw_on_processes(
-    dst: Path, todo: list[tuple[str, int]], seed: int, canvas_size: int, data_dir: str, workers: int
-) -> None:
-    """Draw and write the (split, index) images of ``todo`` on ``workers`` spawned processes
-    (libvips, which writes the TIFFs, must not run in a child forked from a parent that used
-    its threads), with a progress bar."""
-    per_task = max(1, min(8, len(todo) // (4 * workers)))
-    by_split = [
-        (split, [index for listed, index in todo if listed == split]) for split in PROTOCOL_SPLITS
-    ]
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        futures = [
-            pool.submit(
-                _write_images,
-                dst,
-                split,
-                indices[first : first + per_task],
-                seed,
-                canvas_size,
-                data_dir,
-            )
-            for split, indices in by_split
-            for first in range(0, len(indices), per_task)
-        ]
-        with tqdm(total=len(todo), desc="megapixel MNIST", unit="image") as progress:
-            for future in as_completed(futures):
-                progress.update(future.result())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def generate_megapixel_mnist(
     dst: str | os.PathLike[str],
     *,
@@ -345,7 +301,7 @@ def generate_megapixel_mnist(
     canvas_size: int = CANVAS_SIZE,
     seed: int = 0,
     workers: int | None = None,
-) -> GeneratedSet:
+) -> Generated[IndexRow]:
     """Draw ``train_size`` training and ``test_size`` test images into ``dst`` as pyramid
     TIFFs and write ``dst/index.csv`` (see the module docstring).
 
@@ -381,11 +337,11 @@ def generate_megapixel_mnist(
     if todo:
         mnist_dir = str(Path(data_dir).expanduser())
         load_mnist(mnist_dir)  # fetched here once; the workers read its cache
-        processes = min(workers or os.cpu_count() or 1, len(todo))
-        _draw_on_processes(dst, todo, seed, canvas_size, mnist_dir, processes)
+        draw = partial(_write_images, dst, seed, canvas_size, mnist_dir)
+        draw_on_processes(draw, todo, workers, unit="image", desc="megapixel MNIST")
     rows = index_rows(seed, train_size, test_size, val_fraction)
     write_index(dst, rows)
-    return GeneratedSet(
+    return Generated(
         rows=rows,
         generated=len(todo),
         already_done=total - len(todo),
@@ -393,19 +349,7 @@ def generate_megapixel_mnist(
     )
 
 
-def summary(generated: GeneratedSet, dst: str | os.PathLike[str]) -> str:
+def summary(generated: Generated[IndexRow], dst: str | os.PathLike[str]) -> str:
     """Images per class and split, what was drawn, how fast and where, as a few lines."""
-    counts = Counter((row.label, row.split) for row in generated.rows)
-    table = {
-        str(digit): [counts[str(digit), split] for split in SPLITS] for digit in range(NUM_CLASSES)
-    }
-    table["total"] = [sum(column) for column in zip(*table.values(), strict=True)]
-    lines = ["  class" + "".join(f"{name:>8}" for name in (*SPLITS, "total"))]
-    for name, row in table.items():
-        lines.append(f"  {name:<5}" + "".join(f"{count:>8}" for count in (*row, sum(row))))
-    rate = generated.generated / generated.seconds if generated.seconds else 0.0
-    lines.append(
-        f"drew {generated.generated} image(s) in {generated.seconds:.1f} s ({rate:.2f} per "
-        f"second), {generated.already_done} drawn before; index: {Path(dst) / INDEX_NAME}"
-    )
-    return "\n".join(lines)
+    index = Path(dst) / INDEX_NAME
+    return "\n".join([*class_table(generated.rows), f"{generated.drawn('image')}; index: {index}"])

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from varsac.data import SPLITS, check_split_fractions
-from varsac.data.photo_index import IndexRow, write_index
+from varsac.data.photo_index import IndexRow, class_table, write_index
 from varsac.data.pyramid_conversion import convert_all, write_srgb_pyramid
 from varsac.errors import ConfigError, check_at_least
 from varsac.files import remove_partial_files, settings_changed, write_csv_atomically
@@ -366,14 +366,7 @@ def convert_photos(
 def summary(conversion: Conversion, dst: Path) -> str:
     """Counts per class and split, where the split came from, what was converted, and what
     failed or was skipped and why, as text."""
-    counts = Counter((row.label, row.split) for row in conversion.rows)
-    classes = sorted({row.label for row in conversion.rows})
-    table = {name: [counts[name, split] for split in SPLITS] for name in classes}
-    table["total"] = [sum(column) for column in zip(*table.values(), strict=True)] or [0] * 3
-    width = max(len(name) for name in table)
-    lines = [f"  {'class':<{width}}" + "".join(f"{s:>8}" for s in (*SPLITS, "total"))]
-    for name, row in table.items():
-        lines.append(f"  {name:<{width}}" + "".join(f"{n:>8}" for n in (*row, sum(row))))
+    lines = class_table(conversion.rows)
     origin = conversion.split_origin
     draw = f"(val={origin.val}, test={origin.test}, seed {origin.seed})"
     if any(origin.given.values()):

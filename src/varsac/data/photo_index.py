@@ -7,6 +7,7 @@ name), ``split`` (train, val or test) and ``source`` (the photo it came from).
 
 import csv
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
@@ -59,3 +60,16 @@ def read_index(root: str | os.PathLike[str]) -> list[IndexRow]:
         if row.split not in SPLITS:
             raise ValueError(f"{path} line {line}: split {row.split!r} is not one of {SPLITS}")
     return rows
+
+
+def class_table(rows: Sequence[IndexRow]) -> list[str]:
+    """Lines of text: how many rows each class has in each split, and the totals."""
+    counts = Counter((row.label, row.split) for row in rows)
+    classes = sorted({row.label for row in rows})
+    table = {name: [counts[name, split] for split in SPLITS] for name in classes}
+    table["total"] = [sum(column) for column in zip(*table.values(), strict=True)] or [0] * 3
+    width = max(len(name) for name in table)
+    lines = [f"  {'class':<{width}}" + "".join(f"{s:>8}" for s in (*SPLITS, "total"))]
+    for name, row in table.items():
+        lines.append(f"  {name:<{width}}" + "".join(f"{n:>8}" for n in (*row, sum(row))))
+    return lines

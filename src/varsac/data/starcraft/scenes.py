@@ -40,19 +40,18 @@ PNGs) never runs in a child forked from a parent that used its threads.
 
 import logging
 import math
-import multiprocessing
 import os
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pyvips
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
-from tqdm import tqdm
 
+from varsac.data.generation import Generated, draw_on_processes
 from varsac.data.starcraft.layout import (
     CSV_NAME,
     FRAME_COLUMN,
@@ -135,16 +134,6 @@ class SceneLayout:
         if kind not in UNIT_TYPES:
             raise ValueError(f"kind must be one of {UNIT_TYPES}, got {kind!r}")
         return sum(unit.kind == kind for unit in self.units)
-
-
-@dataclass
-class GeneratedScenes:
-    """What ``generate_scenes`` did."""
-
-    rows: list[dict[str, str | int]]  # as written to predictions.csv
-    generated: int  # frames rendered by this call
-    already_done: int  # frames whose two PNGs existed already
-    seconds: float
 
 
 # ---------------------------------------------------------------------- layout
@@ -471,7 +460,7 @@ def _layout_counts(layout: SceneLayout) -> tuple[int, ...]:
 
 
 def _render_frames(
-    dst: Path, indices: list[int], seed: int, frame_size: int, minimap_size: int, max_count: int
+    dst: Path, seed: int, frame_size: int, minimap_size: int, max_count: int, indices: list[int]
 ) -> list[tuple[int, tuple[int, ...]]]:
     """Draw frames ``indices`` (in a worker process) and write those of their PNGs that are
     missing; return their unit counts."""
@@ -509,7 +498,7 @@ def generate_scenes(
     frame_size: int = 1024,
     minimap_size: int = 64,
     max_count: int = MAX_COUNT,
-) -> GeneratedScenes:
+) -> Generated[dict[str, str | int]]:
     """Draw frames 0..n-1 into ``dst`` (see the module docstring) and write predictions.csv.
 
     Frames whose two PNGs exist already are kept (their rows come from ``scene_layout``),
@@ -536,37 +525,14 @@ def generate_scenes(
         dst, len(todo), n, frame_size, minimap_size, n - len(todo),
     )  # fmt: skip
     start = time.perf_counter()
-    counts: dict[int, tuple[int, ...]] = {}
-    if todo:
-        processes = min(workers or os.cpu_count() or 1, len(todo))
-        per_task = max(1, min(8, len(todo) // (4 * processes)))
-        pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
-        try:
-            futures = [
-                pool.submit(
-                    _render_frames,
-                    dst,
-                    todo[first : first + per_task],
-                    seed,
-                    frame_size,
-                    minimap_size,
-                    max_count,
-                )
-                for first in range(0, len(todo), per_task)
-            ]
-            with tqdm(total=len(todo), desc="scenes", unit="frame") as progress:
-                for future in as_completed(futures):
-                    done = future.result()
-                    counts.update(done)
-                    progress.update(len(done))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    draw = partial(_render_frames, dst, seed, frame_size, minimap_size, max_count)
+    counts = dict(draw_on_processes(draw, todo, workers, unit="frame", desc="scenes"))
     for index in range(n):
         if index not in counts:
             counts[index] = _layout_counts(scene_layout(seed, index, frame_size, max_count))
     rows = [_csv_row(index, counts[index]) for index in range(n)]
     write_frames_csv(dst, rows)
-    return GeneratedScenes(
+    return Generated(
         rows=rows,
         generated=len(todo),
         already_done=n - len(todo),
@@ -574,10 +540,9 @@ def generate_scenes(
     )
 
 
-def summary(scenes: GeneratedScenes, dst: str | os.PathLike[str]) -> str:
+def summary(scenes: Generated[dict[str, str | int]], dst: str | os.PathLike[str]) -> str:
     """What was drawn, how fast, and how the counts are spread, as a few lines of text."""
     frames = len(scenes.rows)
-    rate = scenes.generated / scenes.seconds if scenes.seconds else 0.0
     marines = Counter(int(row["marine_count"]) for row in scenes.rows)
     histogram = " ".join(f"{count}:{marines[count]}" for count in sorted(marines))
     means = ", ".join(
@@ -586,9 +551,7 @@ def summary(scenes: GeneratedScenes, dst: str | os.PathLike[str]) -> str:
     )
     return "\n".join(
         [
-            f"drew {scenes.generated} frame(s) in {scenes.seconds:.1f} s ({rate:.1f} per "
-            f"second), {scenes.already_done} drawn before; {frames} listed in "
-            f"{Path(dst) / CSV_NAME}",
+            f"{scenes.drawn('frame')}; {frames} listed in {Path(dst) / CSV_NAME}",
             f"marine_count → frames: {histogram}",
             f"mean units per frame: {means}",
         ]
