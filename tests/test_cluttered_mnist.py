@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from varsac.data.cluttered_mnist import (
+    CanvasSettings,
     ClutteredMNISTDataModule,
     ClutteredSplit,
     cluttered_targets,
@@ -66,7 +67,9 @@ def test_distractors_are_never_blank() -> None:
     images = np.zeros((20, 28, 28), dtype=np.uint8)
     images[:, 13:15, 13:15] = 255
     labels = np.arange(20) % 10
-    split = generate_cluttered(images, labels, 200, num_digits=1, num_distractors=1, seed=5)
+    split = generate_cluttered(
+        images, labels, 200, CanvasSettings(num_digits=1, num_distractors=1), seed=5
+    )
     ink_pixels = (split.canvases > 0).reshape(200, -1).sum(axis=1)
     # 4 pixels of digit, plus the distractor's ink unless it fell right on the digit's.
     assert (ink_pixels > 4).mean() > 0.95
@@ -83,7 +86,9 @@ def test_identify_targets_are_multi_hot_over_the_digits_drawn() -> None:
 
 def test_sum_canvases_have_no_clutter_and_any_classes(mnist_digits: MNISTDigits) -> None:
     images, labels = mnist_digits.train
-    split = generate_cluttered(images, labels, 200, label_mode="sum", num_distractors=0, seed=4)
+    split = generate_cluttered(
+        images, labels, 200, CanvasSettings(num_distractors=0, label_mode="sum"), seed=4
+    )
     assert (split.canvases[outside_boxes(split)] == 0).all()
     for sample in range(200):
         for (left, top, right, bottom), source in zip(
@@ -127,7 +132,7 @@ def test_generator_refuses_impossible_canvases(
 ) -> None:
     images, labels = mnist_digits.test
     with pytest.raises(ValueError, match=named):
-        generate_cluttered(images, labels, 4, **arguments)
+        generate_cluttered(images, labels, 4, CanvasSettings(**arguments))
 
 
 def test_batches_have_the_documented_shapes_and_contents(data_dir: str) -> None:

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,39 +84,42 @@ class ClutteredSplit:
             )
 
 
-def check_generation_args(
-    *,
-    canvas_size: int,
-    num_digits: int,
-    num_distractors: int,
-    distractor_size: int,
-    label_mode: str,
-    digit_size: int = DIGIT_SIZE,
-) -> None:
-    """Raise ``ValueError`` naming the first argument that cannot make a cluttered canvas."""
-    if label_mode not in LABEL_MODES:
-        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
-    check_at_least(num_digits=(num_digits, 1))
-    if label_mode == "identify" and num_digits > NUM_CLASSES:
-        raise ValueError(
-            f"num_digits must be at most {NUM_CLASSES} with label_mode='identify' (the digits "
-            f"are of distinct classes), got {num_digits}"
-        )
-    if (canvas_size // digit_size) ** 2 < num_digits:
-        raise ValueError(
-            f"canvas_size={canvas_size} is too small for num_digits={num_digits} "
-            f"non-overlapping {digit_size}×{digit_size} digits"
-        )
-    check_at_least(num_distractors=(num_distractors, 0))
-    if label_mode == "sum" and num_distractors != 0:
-        raise ValueError(
-            f"num_distractors must be 0 with label_mode='sum' (the sum task has no clutter), "
-            f"got {num_distractors}"
-        )
-    if not 1 <= distractor_size <= digit_size:
-        raise ValueError(
-            f"distractor_size must be between 1 and {digit_size}, got {distractor_size}"
-        )
+@dataclass(frozen=True)
+class CanvasSettings:
+    """How a cluttered canvas is drawn: its side, its digits and its clutter."""
+
+    canvas_size: int = 100
+    num_digits: int = 2
+    num_distractors: int = 8
+    distractor_size: int = 8
+    label_mode: str = "identify"
+
+    def check(self, digit_size: int = DIGIT_SIZE) -> None:
+        """Raise ``ValueError`` naming the first setting that cannot make a canvas of
+        ``digit_size``² digits."""
+        if self.label_mode not in LABEL_MODES:
+            raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {self.label_mode!r}")
+        check_at_least(num_digits=(self.num_digits, 1))
+        if self.label_mode == "identify" and self.num_digits > NUM_CLASSES:
+            raise ValueError(
+                f"num_digits must be at most {NUM_CLASSES} with label_mode='identify' (the digits "
+                f"are of distinct classes), got {self.num_digits}"
+            )
+        if (self.canvas_size // digit_size) ** 2 < self.num_digits:
+            raise ValueError(
+                f"canvas_size={self.canvas_size} is too small for num_digits={self.num_digits} "
+                f"non-overlapping {digit_size}×{digit_size} digits"
+            )
+        check_at_least(num_distractors=(self.num_distractors, 0))
+        if self.label_mode == "sum" and self.num_distractors != 0:
+            raise ValueError(
+                "num_distractors must be 0 with label_mode='sum' (the sum task has no clutter), "
+                f"got {self.num_distractors}"
+            )
+        if not 1 <= self.distractor_size <= digit_size:
+            raise ValueError(
+                f"distractor_size must be between 1 and {digit_size}, got {self.distractor_size}"
+            )
 
 
 def _draw_digits(
@@ -217,28 +220,17 @@ def generate_cluttered(
     digit_images: np.ndarray,
     digit_labels: np.ndarray,
     n: int,
-    *,
-    canvas_size: int = 100,
-    num_digits: int = 2,
-    num_distractors: int = 8,
-    distractor_size: int = 8,
-    label_mode: str = "identify",
+    settings: CanvasSettings = CanvasSettings(),
     seed: int | Sequence[int] = 0,
 ) -> ClutteredSplit:
-    """Draw ``n`` cluttered canvases of ``canvas_size``² from MNIST-like digits.
+    """Draw ``n`` cluttered canvases as ``settings`` say from MNIST-like digits.
 
     digit_images: uint8 (M, d, d); digit_labels: int (M,). The same arguments and ``seed``
     always give the same canvases.
     """
     digit_size = digit_images.shape[-1]
-    check_generation_args(
-        canvas_size=canvas_size,
-        num_digits=num_digits,
-        num_distractors=num_distractors,
-        distractor_size=distractor_size,
-        label_mode=label_mode,
-        digit_size=digit_size,
-    )
+    settings.check(digit_size)
+    canvas_size, num_digits, num_distractors, distractor_size, label_mode = astuple(settings)
     rng = np.random.default_rng(seed)
     source_indices, digits = _draw_digits(
         rng, digit_labels, n, num_digits, distinct=label_mode == "identify"
@@ -450,13 +442,10 @@ class ClutteredMNISTDataModule(SplitDataModule):
             raise ValueError(
                 f"image_size must be at least canvas_size={canvas_size}, got {image_size}"
             )
-        check_generation_args(
-            canvas_size=canvas_size,
-            num_digits=num_digits,
-            num_distractors=num_distractors,
-            distractor_size=distractor_size,
-            label_mode=label_mode,
+        self.canvas_settings = CanvasSettings(
+            canvas_size, num_digits, num_distractors, distractor_size, label_mode
         )
+        self.canvas_settings.check()
         check_at_least(
             train_size=(train_size, 1),
             val_size=(val_size, 1),
@@ -509,15 +498,7 @@ class ClutteredMNISTDataModule(SplitDataModule):
             )
             images, labels = getattr(mnist, split)
             generated = generate_cluttered(
-                images,
-                labels,
-                size,
-                canvas_size=self.hparams.canvas_size,
-                num_digits=self.hparams.num_digits,
-                num_distractors=self.hparams.num_distractors,
-                distractor_size=self.hparams.distractor_size,
-                label_mode=self.hparams.label_mode,
-                seed=(self.seed, SPLITS.index(split)),
+                images, labels, size, self.canvas_settings, seed=(self.seed, SPLITS.index(split))
             )
             generated.save(self.split_path(split))
 
