@@ -2,9 +2,12 @@
 
 import os
 import resource
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -14,6 +17,9 @@ from varsac.data.megapixel_mnist import generate_megapixel_mnist
 from varsac.data.mnist import MNISTDigits, load_mnist
 from varsac.data.photo_conversion import convert_photos
 from varsac.data.starcraft.scenes import generate_scenes
+from varsac.pyramid import write_pyramid
+
+T = TypeVar("T")
 
 VARSAC = Path(sys.executable).parent / "varsac"
 # A small, quick cluttered-MNIST run for tests of the CLI: 200 training canvases, a narrow CNN.
@@ -118,6 +124,43 @@ def write_photo_folder(root: Path, sizes: tuple[tuple[int, int], ...] = PHOTO_SI
     )
     (root / "notes.txt").write_text("not a photo")
     return root
+
+
+def write_images_to_predict(root: Path, png_folder: str = ".") -> Path:
+    """Images of three kinds in ``root``: ``a.jpg`` (RGB, 1000×700), ``png_folder/b.png``
+    (grey, 300²) and ``c.tif`` (a grey pyramid TIFF, 1200²). Returns ``root``."""
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (700, 1000, 3), dtype=np.uint8)
+    pyvips.Image.new_from_array(photo).jpegsave(str(root / "a.jpg"))
+    (root / png_folder).mkdir(exist_ok=True)
+    grey = rng.integers(0, 256, (300, 300), dtype=np.uint8)
+    pyvips.Image.new_from_array(grey).pngsave(str(root / png_folder / "b.png"))
+    write_pyramid(rng.integers(0, 256, (1200, 1200), dtype=np.uint8), root / "c.tif")
+    return root
+
+
+def rerun_after_a_kill(finished: Path, dst: Path, lost: str, rerun: Callable[[Path], T]) -> T:
+    """Copy the generated set ``finished`` to ``dst`` and leave it as a killed run would:
+    without its file ``lost``, with a partial file beside it. Rerun the generator there
+    (``rerun(dst)``), check that it wrote the same files, byte for byte, without touching
+    the ones that were there and without the partial file, and return what it returned."""
+    shutil.copytree(finished, dst)
+
+    def written() -> dict[str, bytes]:  # the settings (JSON) are only read by a rerun
+        files = (path for path in dst.rglob("*") if path.is_file() and path.suffix != ".json")
+        return {path.relative_to(dst).as_posix(): path.read_bytes() for path in files}
+
+    before = written()
+    (dst / lost).unlink()
+    debris = (dst / lost).with_name(f".{Path(lost).name}.abc.partial")
+    debris.write_bytes(b"half a file")
+    kept = sorted(dst.rglob(f"*{Path(lost).suffix}"))
+    times = {path: path.stat().st_mtime_ns for path in kept}
+    result = rerun(dst)
+    assert written() == before
+    assert {path: path.stat().st_mtime_ns for path in kept} == times
+    assert not debris.exists()
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 import pyvips
 import torch
 
-from conftest import varsac
+from conftest import varsac, write_images_to_predict
 from varsac.checkpoint import load_checkpoint
 from varsac.predictor import pixel_boxes, readable_as_is
 from varsac.pyramid import write_pyramid
@@ -19,15 +19,9 @@ SAMPLES = "samples=4"
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A JPEG of 1000×700, a PNG in a subfolder, a pyramid TIFF and a truncated JPEG."""
-    root = tmp_path_factory.mktemp("inputs")
-    rng = np.random.default_rng(0)
-    photo = rng.integers(0, 256, (700, 1000, 3), dtype=np.uint8)
-    pyvips.Image.new_from_array(photo).jpegsave(str(root / "a.jpg"))
-    (root / "sub").mkdir()
-    grey = rng.integers(0, 256, (300, 300), dtype=np.uint8)
-    pyvips.Image.new_from_array(grey).pngsave(str(root / "sub" / "b.png"))
-    write_pyramid(rng.integers(0, 256, (1200, 1200), dtype=np.uint8), root / "c.tif")
+    """The images of ``write_images_to_predict`` (the PNG in a subfolder), a truncated JPEG
+    and a text file."""
+    root = write_images_to_predict(tmp_path_factory.mktemp("inputs"), png_folder="sub")
     (root / "broken.jpg").write_bytes((root / "a.jpg").read_bytes()[:2000])
     (root / "notes.txt").write_text("not an image")
     return root

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pyvips
 import torch
 
-from conftest import varsac
+from conftest import varsac, write_images_to_predict
 from test_predict import damaged_pyramid
 from varsac import Predictor
 from varsac.models.saccades import SaccadeNetwork
@@ -25,16 +24,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 900×600 RGB JPEG, a grey 300² PNG and a grey 1000² pyramid TIFF, sorted by name."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    photo = rng.integers(0, 256, (600, 900, 3), dtype=np.uint8)
-    pyvips.Image.new_from_array(photo).jpegsave(str(root / "a.jpg"))
-    pyvips.Image.new_from_array(rng.integers(0, 256, (300, 300), dtype=np.uint8)).pngsave(
-        str(root / "b.png")
-    )
-    write_pyramid(rng.integers(0, 256, (1000, 1000), dtype=np.uint8), root / "c.tif")
-    return root
+    """The images of ``write_images_to_predict``, sorted by name."""
+    return write_images_to_predict(tmp_path_factory.mktemp("images"))
 
 
 def boxes(glimpses: list[dict[str, float]]) -> list[float]:
