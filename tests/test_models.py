@@ -44,6 +44,7 @@ def tiny_saccader(**kwargs) -> Saccader:
             fixed_variance=kwargs.pop("fixed", None),
             closed_loop=kwargs.pop("closed_loop", False),
             reconstruction_size=kwargs.pop("reconstruction_size", None),
+            prior=kwargs.pop("prior", "learnt"),
         ),
         cropper=SpatialTransformer(window=8),
         crop_classifier=CropClassifier(1, 10, channels=(8, 16), hidden=16),
@@ -80,6 +81,33 @@ def test_rollout_kl_is_the_gaussian_kl_of_its_prior_and_posterior() -> None:
     monte_carlo = (posterior.log_prob(z) - prior.log_prob(z)).sum(-1).mean(0)
     torch.testing.assert_close(monte_carlo, closed_form, rtol=0.05, atol=0.05)
     assert (rollout.kl >= 0).all() and rollout.kl.shape == (5, 2)
+
+
+def test_the_standard_prior_is_n01_and_has_no_parameters() -> None:
+    vrnn = VRNN(12, 1, 8, steps=2, hidden_dim=16, prior="standard").eval()
+    assert vrnn.prior is None
+    features, proxy = torch.randn(5, 12), torch.rand(5, 1, 8, 8)
+    rollout = vrnn(features, proxy, sample=False)
+    posterior = vrnn.posterior(torch.cat([features, torch.zeros(5, 16)], -1))
+    mean, std = posterior.mean, posterior.stddev
+    closed_form = (-torch.log(std) + (std**2 + mean**2) / 2 - 0.5).sum(-1)
+    torch.testing.assert_close(rollout.kl[:, 0], closed_form)
+    with pytest.raises(ValueError, match="prior"):
+        VRNN(12, 1, 8, prior="flat")
+
+
+def test_the_score_of_sampled_latents_is_their_posterior_log_density() -> None:
+    vrnn = VRNN(12, 1, 8, steps=1, hidden_dim=16)
+    features, proxy = torch.randn(5, 12), torch.rand(5, 1, 8, 8)
+    assert vrnn(features, proxy, sample=False).log_posterior is None  # nothing was drawn
+    torch.manual_seed(0)
+    rollout = vrnn(features, proxy, sample=True)
+    posterior = vrnn.posterior(torch.cat([features, torch.zeros(5, 16)], -1))
+    expected = posterior.log_prob(rollout.latents[:, 0]).sum(-1)
+    torch.testing.assert_close(rollout.log_posterior[:, 0], expected)
+    # the latents are held fixed: the score's gradient reaches the posterior, not the draw
+    rollout.log_posterior.sum().backward()
+    assert all(p.grad is not None for p in vrnn.posterior.parameters())
 
 
 def test_fixed_posterior_variance_is_the_configured_one() -> None:
@@ -147,6 +175,38 @@ def test_saccader_trains_and_every_parameter_gets_a_gradient() -> None:
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert not missing, missing
+
+
+def test_the_policy_loss_weighs_each_look_s_score_by_its_nll_above_the_others() -> None:
+    nll = torch.tensor([[1.0, 2.0, 6.0], [3.0, 3.0, 3.0]])
+    score = torch.randn(2, 3, requires_grad=True)
+    Saccader.policy_loss(nll, score).backward()
+    # leave-one-out baselines: [4, 3.5, 1.5] and [3, 3, 3]
+    expected = torch.tensor([[-3.0, -1.5, 4.5], [0.0, 0.0, 0.0]]) / 6
+    torch.testing.assert_close(score.grad, expected)
+    one_look = torch.tensor([[1.0], [3.0]])
+    torch.testing.assert_close(Saccader.policy_loss(one_look, torch.ones(2, 1)), torch.tensor(0.0))
+
+
+def test_several_training_looks_each_classify_and_the_policy_gradient_moves_the_posterior() -> None:
+    batch = tiny_batch()
+    gradients = {}
+    for weight in (0.0, 1.0):
+        model = tiny_saccader(train_samples=3, policy_gradient=weight)
+        torch.manual_seed(5)
+        loss, log_probs, parts = model.objective(batch, sample=True)
+        assert log_probs.shape == (4, 10) and torch.isfinite(loss)
+        loss.backward()
+        gradients[weight] = torch.cat([p.grad.flatten() for p in model.vrnn.posterior.parameters()])
+    torch.manual_seed(5)
+    looks = model.saccade(batch["image"], batch["proxy"], sample=True, elbo=True, looks=3)
+    targets = batch["target"].repeat_interleave(3, 0)
+    torch.testing.assert_close(
+        parts["classification_nll"], model.task.nll(looks.log_probs, targets).mean()
+    )
+    assert not torch.allclose(gradients[0.0], gradients[1.0])
+    with pytest.raises(ConfigError, match="train_samples"):
+        tiny_saccader(train_samples=0)
 
 
 def test_sum_and_product_objectives() -> None:

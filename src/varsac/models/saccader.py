@@ -29,9 +29,20 @@ class Saccader(Saccading, ImageClassifier):
     ``reconstruction="mean"`` it is their mean, in nats per value, and β weighs it the
     same at every proxy size.
 
-    Training samples each z_t from the posterior. Evaluation uses the posterior
-    mean, or with ``eval_samples`` = K > 0 averages the class probabilities of
-    K posterior samples.
+    Training samples each z_t from the posterior, ``train_samples`` rollouts per image,
+    each classifying on its own (the classification NLL is their mean). Evaluation
+    uses the posterior mean, or with ``eval_samples`` = K > 0 averages the class
+    probabilities of K posterior samples.
+
+    ``policy_gradient`` = λ > 0 adds the score-function estimate of the saccades'
+    gradient to the reparameterised one (as RAM trains its glimpses):
+
+        λ · mean[(NLL − b) · Σ_t log q(z_t)],  the NLL and its baseline b held fixed,
+
+    b the mean NLL of the image's other rollouts (of the batch when there is one per
+    image). The reparameterised gradient reaches a crop only through the pixels next
+    to its glimpse, so it is zero on a black background; the score function rewards
+    saccades that classified better wherever they fell.
     """
 
     def __init__(
@@ -49,6 +60,8 @@ class Saccader(Saccading, ImageClassifier):
         objective: str = "sum",
         reconstruction: str = "sum",
         eval_samples: int = 0,
+        train_samples: int = 1,
+        policy_gradient: float = 0.0,
     ) -> None:
         super().__init__(task, optimizer, scheduler)
         if objective not in OBJECTIVES:
@@ -57,7 +70,11 @@ class Saccader(Saccading, ImageClassifier):
             raise ValueError(
                 f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}"
             )
-        check_at_least(eval_samples=(eval_samples, 0))
+        check_at_least(
+            eval_samples=(eval_samples, 0),
+            train_samples=(train_samples, 1),
+            policy_gradient=(policy_gradient, 0.0),
+        )
         self.save_hyperparameters(
             ignore=[
                 "proxy_encoder",
@@ -73,15 +90,19 @@ class Saccader(Saccading, ImageClassifier):
         self.add_parts(proxy_encoder, vrnn, cropper, crop_classifier, min_scale, max_scale)
 
     def objective(self, batch: Batch, sample: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        samples = self.hparams.eval_samples
-        looks = 1 if sample or samples == 0 else samples
+        looks = self.hparams.train_samples if sample else max(self.hparams.eval_samples, 1)
         saccades = self.saccade(
             batch["image"], batch["proxy"], sample or looks > 1, elbo=True, looks=looks
         )
         # log of the mean class probability over the looks of each image: (B, K)
         looked = saccades.log_probs.view(-1, looks, saccades.log_probs.shape[-1])
         log_probs = torch.logsumexp(looked, 1) - math.log(looks)
-        classification_nll = self.task.nll(log_probs, batch["target"]).mean()
+        if sample:  # every look classifies on its own: (B, looks)
+            targets = batch["target"].repeat_interleave(looks, 0)
+            look_nll = self.task.nll(saccades.log_probs, targets).view(-1, looks)
+            classification_nll = look_nll.mean()
+        else:
+            classification_nll = self.task.nll(log_probs, batch["target"]).mean()
         kl = saccades.rollout.kl.sum(1).mean()
         reconstruction_nll = saccades.rollout.reconstruction_nll.sum(1).mean()
         reconstruction_weight = 1.0
@@ -92,6 +113,10 @@ class Saccader(Saccading, ImageClassifier):
             loss = classification_nll + elbo_loss
         else:
             loss = classification_nll * elbo_loss
+        if sample and self.hparams.policy_gradient > 0:
+            loss = loss + self.hparams.policy_gradient * self.policy_loss(
+                look_nll.detach(), saccades.rollout.log_posterior.sum(1).view(-1, looks)
+            )
         parts = {
             "classification_nll": classification_nll,
             "kl": kl,
@@ -99,3 +124,15 @@ class Saccader(Saccading, ImageClassifier):
             "crop_scale": saccades.crops[..., 0].mean(),
         }
         return loss, log_probs, parts
+
+    @staticmethod
+    def policy_loss(look_nll: Tensor, score: Tensor) -> Tensor:
+        """The score-function term: (B, L) NLLs of the looks, held fixed, and their (B, L)
+        Σ_t log q(z_t) → mean[(NLL − b) · score], b the mean NLL of the image's other looks
+        (of the whole batch when L = 1)."""
+        looks = look_nll.shape[1]
+        if looks > 1:
+            baseline = (look_nll.sum(1, keepdim=True) - look_nll) / (looks - 1)
+        else:
+            baseline = look_nll.mean()
+        return ((look_nll - baseline) * score).mean()

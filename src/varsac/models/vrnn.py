@@ -2,7 +2,7 @@
 
 At every step t, with h the recurrent state and φ(c) the proxy features:
 
-    prior      p(z_t | h)          diagonal Gaussian
+    prior      p(z_t | h)          diagonal Gaussian (or the fixed N(0, I): ``prior="standard"``)
     posterior  q(z_t | φ(c), h)    diagonal Gaussian, learnt or fixed variance
     decoder    p(c | φ_z(z_t), h)  reconstructs the proxy (Bernoulli or Gaussian), area-
                                    downsampled to reconstruction_size² if that is smaller
@@ -31,6 +31,7 @@ from varsac.errors import check_at_least
 
 # (B, latent_dim) latent → (B, hidden_dim) embedding of the glimpse it points at
 Look = Callable[[Tensor], Tensor]
+PRIORS = ("learnt", "standard")
 
 
 @dataclass
@@ -42,6 +43,9 @@ class Rollout:
     # the decoder, which only the loss needs)
     kl: Tensor | None  # (B, T) KL(q_t ‖ p_t) in nats
     reconstruction_nll: Tensor | None  # (B, T) −log p(c | z_t, h_{t-1}) in nats
+    # (B, T) log q(z_t | …) of the latents drawn, the latents held fixed: the score that a
+    # policy gradient weighs; None unless the latents were sampled with the ELBO's terms
+    log_posterior: Tensor | None = None
 
 
 def mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
@@ -147,6 +151,11 @@ class VRNN(nn.Module):
     With ``sample`` z_t is a reparameterised posterior sample; otherwise the posterior mean.
     Without the proxy (None) only the posterior runs: the latents come out, the ELBO's
     terms (the prior's KL and the decoder's reconstruction) are not computed.
+
+    ``prior="learnt"`` (the paper's) conditions the prior on h and learns it with the
+    posterior, so the KL never pulls the saccades anywhere; ``"standard"`` fixes it to
+    N(0, I), so that β·KL pulls every latent towards the image's centre and a middling
+    scale and keeps its spread (the crops' tanh and sigmoid unsaturated, and exploring).
     """
 
     def __init__(
@@ -161,8 +170,11 @@ class VRNN(nn.Module):
         likelihood: str = "bernoulli",
         closed_loop: bool = False,
         reconstruction_size: int | None = None,
+        prior: str = "learnt",
     ) -> None:
         super().__init__()
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
         reconstruction_size = reconstruction_size or proxy_size
         if reconstruction_size > proxy_size:
             raise ValueError(
@@ -177,7 +189,8 @@ class VRNN(nn.Module):
         )
         self.steps = steps
         self.hidden_dim = hidden_dim
-        self.prior = GaussianHead(hidden_dim, hidden_dim, latent_dim)
+        self.prior = GaussianHead(hidden_dim, hidden_dim, latent_dim) if prior == "learnt" else None
+        self.latent_dim = latent_dim
         self.posterior = GaussianHead(
             feature_dim + hidden_dim, hidden_dim, latent_dim, fixed_variance
         )
@@ -205,7 +218,7 @@ class VRNN(nn.Module):
         hidden = features.new_zeros(features.shape[0], self.hidden_dim)
         if proxy is not None and proxy.shape[-1] != self.reconstruction_size:
             proxy = F.adaptive_avg_pool2d(proxy, self.reconstruction_size)  # area-downsampled
-        latents, kls, nlls = [], [], []
+        latents, kls, nlls, scores = [], [], [], []
         for _ in range(self.steps):
             posterior = self.posterior(torch.cat([features, hidden], dim=-1))
             latent = posterior.rsample() if sample else posterior.mean
@@ -213,12 +226,23 @@ class VRNN(nn.Module):
             latents.append(latent)
             if proxy is not None:
                 reconstruction = self.decoder(torch.cat([embedded, hidden], dim=-1))
-                kls.append(kl_divergence(posterior, self.prior(hidden)).sum(-1))
+                kls.append(kl_divergence(posterior, self.prior_at(hidden)).sum(-1))
                 nlls.append(-reconstruction.log_prob(proxy))
+                scores.append(posterior.log_prob(latent.detach()).sum(-1))
             inputs = (
                 [features, embedded, look(latent)] if self.closed_loop else [features, embedded]
             )
             hidden = self.cell(torch.cat(inputs, dim=-1), hidden)
         if proxy is None:
             return Rollout(torch.stack(latents, 1), None, None)
-        return Rollout(torch.stack(latents, 1), torch.stack(kls, 1), torch.stack(nlls, 1))
+        log_posterior = torch.stack(scores, 1) if sample else None
+        return Rollout(
+            torch.stack(latents, 1), torch.stack(kls, 1), torch.stack(nlls, 1), log_posterior
+        )
+
+    def prior_at(self, hidden: Tensor) -> Normal:
+        """p(z_t | h): the learnt prior's, or N(0, I)."""
+        if self.prior is None:
+            zeros = hidden.new_zeros(hidden.shape[0], self.latent_dim)
+            return Normal(zeros, torch.ones_like(zeros), validate_args=False)
+        return self.prior(hidden)
