@@ -3,6 +3,7 @@
 import os
 import resource
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -196,3 +197,128 @@ def megapixel_mnist_folder(tmp_path_factory: pytest.TempPathFactory, mnist_dir: 
     root = tmp_path_factory.mktemp("megapixel_mnist")
     generate_megapixel_mnist(root, data_dir=mnist_dir, workers=2, **MEGAPIXEL_MNIST_SMALL)
     return root
+
+
+# ---------------------------------------------------------------------- whole-slide images
+
+
+def aperio_description(width: int, height: int, magnification: int, mpp: float) -> str:
+    """An ImageDescription that OpenSlide reads as an Aperio SVS's: it must start with "Aperio";
+    the key = value pairs after the bars become aperio.* properties, MPP the microns per pixel
+    (openslide.mpp-x and -y) and AppMag the objective power."""
+    return (
+        f"Aperio Image Library v10.0.0\n{width}x{height} [0,0 {width}x{height}] (256x256) "
+        f"RAW|AppMag = {magnification}|MPP = {mpp}"
+    )
+
+
+def write_svs(pixels: np.ndarray, path: Path, magnification: int = 20, mpp: float = 0.499) -> Path:
+    """``pixels`` (uint8 (H, W, 3)) as an Aperio SVS of halving levels down to a 256² tile, as
+    libvips writes pyramids, with lossless (deflate) tiles. Returns ``path``."""
+    height, width = pixels.shape[:2]
+    image = pyvips.Image.new_from_array(pixels).copy()
+    description = aperio_description(width, height, magnification, mpp)
+    image.set_type(pyvips.GValue.gstr_type, "image-description", description)
+    image.tiffsave(
+        str(path), tile=True, pyramid=True, tile_width=256, tile_height=256, compression="deflate"
+    )
+    return path
+
+
+def write_tiled_tiff(
+    path: Path, levels: list[np.ndarray], tile: int = 64, description: str | None = None
+) -> Path:
+    """A tiled, uncompressed TIFF of one page per array of ``levels`` (uint8 (H, W, C), C 3
+    or 4, the fourth unassociated alpha), of any sizes: pyramids that libvips's writer, which
+    halves, cannot make. ``description``: page 0's ImageDescription. Returns ``path``."""
+    out = bytearray(b"II*\x00\x00\x00\x00\x00")  # little-endian; the first IFD's offset later
+    link = 4  # where the offset of the next IFD goes
+    for number, array in enumerate(levels):
+        height, width, channels = array.shape
+        offsets, counts = [], []
+        for top in range(0, height, tile):
+            for left in range(0, width, tile):
+                block = np.zeros((tile, tile, channels), np.uint8)  # edge tiles padded
+                part = array[top : top + tile, left : left + tile]
+                block[: part.shape[0], : part.shape[1]] = part
+                offsets.append(len(out))
+                counts.append(block.nbytes)
+                out += block.tobytes()
+        short, long = 3, 4  # TIFF field types
+        tags = [
+            (256, long, [width]), (257, long, [height]), (258, short, [8] * channels),
+            (259, short, [1]), (262, short, [2]), (277, short, [channels]), (284, short, [1]),
+            (322, short, [tile]), (323, short, [tile]), (324, long, offsets),
+            (325, long, counts),
+        ]  # fmt: skip
+        if channels == 4:
+            tags.append((338, short, [2]))  # ExtraSamples: unassociated alpha
+        if number == 0 and description is not None:
+            tags.append((270, 2, description.encode() + b"\0"))
+        tags.sort()
+        out += b"\0" * (len(out) % 2)  # an IFD starts on a word boundary
+        ifd = len(out)
+        struct.pack_into("<I", out, link, ifd)
+        entries, values = bytearray(struct.pack("<H", len(tags))), bytearray()
+        outside = ifd + 2 + 12 * len(tags) + 4  # values of more than 4 bytes follow the IFD
+        for tag, kind, data in tags:
+            raw = (
+                bytes(data)
+                if kind == 2
+                else struct.pack(f"<{len(data)}{'H' if kind == 3 else 'I'}", *data)
+            )
+            if len(raw) <= 4:
+                entries += struct.pack("<HHI", tag, kind, len(data)) + raw.ljust(4, b"\0")
+            else:
+                entries += struct.pack("<HHII", tag, kind, len(data), outside + len(values))
+                values += raw + b"\0" * (len(raw) % 2)  # values start on word boundaries
+        link = ifd + len(entries)
+        out += entries + b"\0\0\0\0" + values
+    path.write_bytes(out)
+    return path
+
+
+def box_shrink(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W, C) uint8 → (H // factor, W // factor, C): the rounded mean of each block."""
+    height, width = pixels.shape[0] // factor, pixels.shape[1] // factor
+    blocks = pixels[: height * factor, : width * factor].reshape(height, factor, width, factor, -1)
+    return blocks.mean(axis=(1, 3)).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def svs_slide(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Path]:
+    """(level-0 pixels, path): random RGB 1600×1200, an Aperio SVS (``write_svs``) of 20×,
+    0.499 µm per pixel, levels 1600×1200 … 200×150."""
+    pixels = np.random.default_rng(17).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
+    return pixels, write_svs(pixels, tmp_path_factory.mktemp("svs") / "slide.svs")
+
+
+@pytest.fixture(scope="session")
+def generic_tiff(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiled pyramid TIFF without a scanner's metadata (``write_pyramid``), random RGB 600²."""
+    pixels = np.random.default_rng(18).integers(0, 256, (600, 600, 3), dtype=np.uint8)
+    return write_pyramid(pixels, tmp_path_factory.mktemp("generic") / "generic.tif")
+
+
+@pytest.fixture(scope="session")
+def quarter_slide(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[np.ndarray], Path]:
+    """(the pixels of each level, path): an Aperio SVS of 40×, 0.25 µm per pixel, random RGB
+    of odd sizes whose levels are quarters, rounded down, as scanners often write them:
+    1203×901, 300×225, 75×56 (downsamples 4.007… and 16.06…)."""
+    level0 = np.random.default_rng(19).integers(0, 256, (901, 1203, 3), dtype=np.uint8)
+    levels = [level0, box_shrink(level0, 4)]
+    levels.append(box_shrink(levels[1], 4))
+    description = aperio_description(1203, 901, magnification=40, mpp=0.25)
+    path = tmp_path_factory.mktemp("quarters") / "quarters.svs"
+    return levels, write_tiled_tiff(path, levels, description=description)
+
+
+@pytest.fixture(scope="session")
+def transparent_slide(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Path]:
+    """(RGBA pixels, path): random RGB 200×300 under a random alpha with fully transparent
+    and fully opaque stripes, a tiled TIFF (OpenSlide's generic-tiff)."""
+    rng = np.random.default_rng(20)
+    rgba = rng.integers(0, 256, (200, 300, 4), dtype=np.uint8)
+    rgba[:, :50, 3] = 0
+    rgba[:, 50:100, 3] = 255
+    return rgba, write_tiled_tiff(tmp_path_factory.mktemp("alpha") / "alpha.tif", [rgba])
