@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import pyvips
 import torch
+from torch import nn
 
 from conftest import varsac, write_images_to_predict
 from varsac.checkpoint import load_checkpoint
-from varsac.predictor import pixel_boxes, readable_as_is
-from varsac.pyramid import write_pyramid
+from varsac.predictor import Predictor, pixel_boxes, readable_as_is
+from varsac.pyramid import PyramidTIFF, write_pyramid
+from varsac.slides import Slide
 
 SAMPLES = "samples=4"
 
@@ -177,3 +179,61 @@ def test_only_pyramids_with_the_models_channels_are_read_as_they_are(
     flat = tmp_path / "flat.tif"
     pyvips.Image.new_from_array(np.zeros((64, 64), np.uint8)).tiffsave(str(flat))
     assert not readable_as_is(flat, channels=1)  # no coarser levels: converted
+
+
+def test_slides_are_read_as_they_are_in_the_models_channels(
+    svs_slide: tuple[np.ndarray, Path], tmp_path: Path
+) -> None:
+    """A slide becomes a Slide of the model's channels (grey for a grey model), never a cached
+    pyramid; other files are converted as before."""
+    path = svs_slide[1]
+    other = write_images_to_predict(tmp_path) / "a.jpg"
+    for channels in (1, 3):
+        predictor = Predictor(nn.Identity(), ["a"], 32, channels, "cpu", cache_dir=tmp_path / "c")
+        read, failures = predictor.sources([path, other])
+        assert failures == {} and list(read) == [path, other]
+        assert isinstance(read[path], Slide) and read[path].channels == channels
+        assert isinstance(read[other], PyramidTIFF) and read[other].channels == channels
+    assert len(list((tmp_path / "c").iterdir())) == 2  # the JPEG's conversions, no slide's
+    resizing = Predictor(nn.Identity(), ["a"], 32, 3, "cpu", size=512, cache_dir=tmp_path / "c")
+    _, failures = resizing.sources([path])
+    assert "slide.svs: a whole-slide image is read at its own levels" in failures[path]
+    assert "size unset" in failures[path]
+
+
+def test_slide_boxes_are_in_microns_too() -> None:
+    (box,) = pixel_boxes(torch.tensor([[0.1, 0.2, 0.5, 0.6]]), 1000, 700, mpp=(0.5, 0.25))
+    assert box == {
+        "step": 1, "left": 100.0, "top": 140.0, "width": 400.0, "height": 280.0,
+        "left_um": 50.0, "top_um": 35.0, "width_um": 200.0, "height_um": 70.0,
+    }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_slide_is_predicted_as_it_is_by_the_command_and_the_predictor(
+    checkpoint: Path, svs_slide: tuple[np.ndarray, Path], tmp_path: Path
+) -> None:
+    """The grey MNIST model on an RGB slide of 1600×1200 at 0.499 µm per pixel, read in grey:
+    boxes inside level 0, in microns too; nothing converted."""
+    path = svs_slide[1]
+    _, run = predict(
+        f"ckpt_path={checkpoint}", f"input={path}", SAMPLES, "device=cpu", cwd=tmp_path, check=True
+    )
+    assert not (tmp_path / "cache" / "predict_pyramids").exists()  # the slide was not converted
+    (prediction,) = json.loads((run / "predictions.json").read_text())["predictions"]
+    assert prediction["path"] == str(path)
+    assert sum(prediction["probabilities"].values()) == pytest.approx(1, abs=1e-3)
+    assert [g["step"] for g in prediction["glimpses"]] == [1, 2, 3, 4]
+    for box in prediction["glimpses"]:
+        assert box["left"] >= 0 and box["left"] + box["width"] <= 1600 + 0.1
+        assert box["top"] >= 0 and box["top"] + box["height"] <= 1200 + 0.1
+        for key in ("left", "top", "width", "height"):
+            assert box[f"{key}_um"] == pytest.approx(box[key] * 0.499, abs=0.1)
+    assert (run / "saccades" / "slide.png").is_file()
+    cache = tmp_path / "predictor_cache"
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu", samples=4, cache_dir=cache)
+    assert predictor.channels == 1  # a grey model: the slide is read in grey
+    (mine,) = predictor(Slide(path))
+    assert mine.probabilities == pytest.approx(prediction["probabilities"], abs=1e-5)
+    assert mine.glimpses == prediction["glimpses"]
+    assert not cache.exists()

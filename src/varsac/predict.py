@@ -4,18 +4,23 @@ A loop over ``varsac.Predictor`` (predictor.py, which says how images are
 converted, cached and predicted), ``batch_size`` images at a time. Inputs are
 image files of any size in any format the installed libvips reads (JPEG, PNG,
 TIFF, WebP, HEIF/AVIF, GIF, SVG…: ``varsac.image_files`` asks libvips, by
-content). A file libvips recognises but cannot decode, or one named like an
-image that holds none, failed (the command exits 1); a file that is no image is
-skipped; both are listed with the reason. An image that fails while its batch
-is predicted fails alone: the batch is predicted again image by image.
+content); whole-slide images among them (SVS, NDPI and the other TIFF-based
+formats that libvips recognises) are read as they are through OpenSlide
+(``varsac.slides``, with the slides extra). A file libvips recognises but
+cannot decode, or one named like an image that holds none, failed (the command
+exits 1); a file that is no image is skipped; both are listed with the reason.
+An image that fails while its batch is predicted fails alone: the batch is
+predicted again image by image.
 
 Outputs, in the run directory:
 
 - ``predictions.csv``: per image, the prediction, its probability and spread,
   and every class's probability;
 - ``predictions.json``: the same, each glimpse's box in pixels of the original
-  image (upright, as its orientation tag turns it), and the ``failed`` and
-  ``skipped`` files with the reasons;
+  image (upright, as its orientation tag turns it; a slide's level 0), for a
+  slide that says its resolution also in microns from its top left corner
+  (``left_um``, ``top_um``, ``width_um``, ``height_um``), and the ``failed``
+  and ``skipped`` files with the reasons;
 - ``saccades/<image>.png``: the proxy and the image with numbered boxes, and
   the glimpses.
 """
@@ -34,7 +39,6 @@ from varsac.errors import check_at_least
 from varsac.files import replace_atomically, write_csv_atomically, write_png_atomically
 from varsac.image_files import SortedFiles, readable_formats, sort_files
 from varsac.predictor import PICTURE_SIDE, Prediction, Predictor
-from varsac.pyramid import PyramidTIFF
 from varsac.run import run_dir
 from varsac.viz import draw_saccades
 
@@ -107,12 +111,12 @@ def predict(config: DictConfig) -> None:
     )  # fmt: skip
     seconds = {"loading the model": time.perf_counter() - started}
     started = time.perf_counter()
-    pyramids, failures = predictor.pyramids(found.images)
+    read, failures = predictor.sources(found.images)
     failures = {**found.failed, **failures}
     seconds["converting"] = time.perf_counter() - started
     out = run_dir()
-    sources = [source for source in found.images if source in pyramids]
-    images = [(str(source), PyramidTIFF(pyramids[source])) for source in sources]
+    sources = list(read)  # in the order found
+    images = [(str(source), read[source]) for source in sources]
     predictions = []
     outcomes = predictor.predict_each(images, cfg.batch_size, cfg.pictures)
     for index, outcome in tqdm(outcomes, total=len(images), desc="predicting", unit="image"):

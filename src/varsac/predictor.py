@@ -7,15 +7,19 @@
 An image is a path to any file libvips reads (converted once to a pyramid TIFF
 under ``cache_dir`` and reused next time: the cache key holds the file's path,
 size and modification time and the conversion settings; a pyramid TIFF with the
-model's channels is read as it is), a ``PyramidTIFF``, or an image in memory: a
-uint8 array (H, W) or (H, W, C), or a float tensor (C, H, W) in [0, 1], written
-losslessly to a temporary pyramid. A saccade model averages the class
-probabilities of ``samples`` posterior samples, run as one batch per batch of
-images, and reports their standard deviation (how sure it is); the glimpses
-reported are those of the posterior mean. Its proxy decoder, which only the
-training loss needs, does not run. A model trained with the spatial transformer
-on small tensors reads its glimpses through the localized spatial transformer
-here, which at full resolution samples the same pixels.
+model's channels is read as it is), a whole-slide image (``varsac.slides``,
+with the slides extra: read through OpenSlide as it is, never converted), a
+``PyramidTIFF`` or ``Slide``, or an image in memory: a uint8 array (H, W) or
+(H, W, C), or a float tensor (C, H, W) in [0, 1], written losslessly to a
+temporary pyramid. A saccade model averages the class probabilities of
+``samples`` posterior samples, run as one batch per batch of images, and
+reports their standard deviation (how sure it is); the glimpses reported are
+those of the posterior mean, boxes in pixels of the original (of a slide's
+level 0) and, for a slide that says its resolution, in microns too. Its proxy
+decoder, which only the training loss needs, does not run. A model trained with
+the spatial transformer on small tensors reads its glimpses through the
+localized spatial transformer here, which at full resolution samples the same
+pixels.
 
 Everything here needs torch, pyvips and Hydra's ``instantiate``, not Lightning:
 the saccade model is rebuilt as a ``SaccadeNetwork`` (the baselines, which are
@@ -49,18 +53,21 @@ from varsac.models.localized_spatial_transformer import LocalizedSpatialTransfor
 from varsac.models.saccades import SaccadeNetwork
 from varsac.models.spatial_transformer import SpatialTransformer
 from varsac.pyramid import NotAPyramidWarning, PyramidTIFF
+from varsac.slides import Slide, SlideError, reads_as_slide
 from varsac.viz import SaccadePicture, describe
 
 log = logging.getLogger(__name__)
 
-ImageInput = str | os.PathLike[str] | PyramidTIFF | np.ndarray | Tensor
+ImageInput = str | os.PathLike[str] | PyramidTIFF | Slide | np.ndarray | Tensor
+Source = PyramidTIFF | Slide  # what an image is read through
 SACCADER = "varsac.models.saccader.Saccader"  # the _target_ that SaccadeNetwork stands in for
 PICTURE_SIDE = 512  # pixels of the longer side of the image in the saccade pictures
 
 
 @dataclass
 class Prediction:
-    """One image's prediction. Boxes are (left, top, width, height) in pixels of the original."""
+    """One image's prediction. Boxes are (left, top, width, height) in pixels of the original,
+    and for a slide that says its resolution also in microns (left_um, …: ``pixel_boxes``)."""
 
     path: str | None  # the image's file, None for one in memory
     prediction: str
@@ -82,18 +89,22 @@ class ImageError(ValueError):
     """An image that could not be read or predicted; the message names it and says why."""
 
 
-def pixel_boxes(boxes: Tensor, width: int, height: int) -> list[dict[str, float]]:
-    """(T, 4) fractions (x0, y0, x1, y1) → per glimpse {step, left, top, width, height}, pixels."""
-    return [
-        {
-            "step": step + 1,
-            "left": round(x0 * width, 1),
-            "top": round(y0 * height, 1),
-            "width": round((x1 - x0) * width, 1),
-            "height": round((y1 - y0) * height, 1),
-        }
-        for step, (x0, y0, x1, y1) in enumerate(boxes.tolist())
-    ]
+def pixel_boxes(
+    boxes: Tensor, width: int, height: int, mpp: tuple[float, float] | None = None
+) -> list[dict[str, float]]:
+    """(T, 4) fractions (x0, y0, x1, y1) → per glimpse {step, left, top, width, height}, pixels;
+    with ``mpp`` (microns per pixel, x and y: a slide that says its resolution) also
+    {left_um, top_um, width_um, height_um}, the same box in microns."""
+    glimpses = []
+    for step, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        box = {"left": x0 * width, "top": y0 * height}
+        box |= {"width": (x1 - x0) * width, "height": (y1 - y0) * height}
+        glimpse = {"step": step + 1} | {key: round(value, 1) for key, value in box.items()}
+        if mpp is not None:
+            scales = {"left": mpp[0], "top": mpp[1], "width": mpp[0], "height": mpp[1]}
+            glimpse |= {f"{key}_um": round(box[key] * scales[key], 1) for key in box}
+        glimpses.append(glimpse)
+    return glimpses
 
 
 def default_cache_dir() -> Path:
@@ -232,12 +243,12 @@ class Predictor:
         ``pictures``: also each prediction's ``picture`` of the saccades (``draw_saccades``).
         Raises ``ImageError``, naming the image, for one that cannot be read.
         """
-        if isinstance(images, str | os.PathLike | PyramidTIFF | np.ndarray | Tensor):
+        if isinstance(images, str | os.PathLike | PyramidTIFF | Slide | np.ndarray | Tensor):
             images = [images]
         with TemporaryDirectory(prefix="varsac-images-") as scratch:
             labels, files, entries = [], [], []  # entries: (path reported, file to read)
             for index, image in enumerate(images):
-                if isinstance(image, PyramidTIFF):
+                if isinstance(image, PyramidTIFF | Slide):
                     image = image.path
                 if isinstance(image, str | os.PathLike):
                     if not Path(image).is_file():
@@ -254,16 +265,51 @@ class Predictor:
                 except CONVERSION_ERRORS as error:
                     raise ImageError(f"{labels[-1]}: {in_one_line(error)}") from None
                 entries.append((None, target))
-            pyramids, failures = self.pyramids(files)
+            sources, failures = self.sources(files)
             for path, reason in failures.items():
                 raise ImageError(f"{path}: {reason}")
-            ordered = [(path, PyramidTIFF(pyramids.get(file, file))) for path, file in entries]
+            ordered = [
+                (path, sources[file] if file in sources else PyramidTIFF(file))
+                for path, file in entries
+            ]
             predictions = []
             for index, outcome in self.predict_each(ordered, batch_size, pictures):
                 if isinstance(outcome, str):
                     raise ImageError(f"{labels[index]}: {outcome}")
                 predictions.append(outcome)
             return predictions
+
+    def sources(self, files: Sequence[Path]) -> tuple[dict[Path, Source], dict[Path, str]]:
+        """({file: what it is read through}, {file: why it failed}), in the order of ``files``:
+        a whole-slide image as a ``Slide`` (``slide``), any other file as a pyramid TIFF,
+        converted first unless it is one with the model's channels (``pyramids``)."""
+        slides, failures, others = {}, {}, []
+        for file in files:
+            try:
+                if reads_as_slide(file):
+                    slides[file] = self.slide(file)
+                else:
+                    others.append(file)
+            except CONVERSION_ERRORS as error:
+                failures[file] = in_one_line(error)
+        pyramids, failed = self.pyramids(others)
+        read = {**slides, **{file: PyramidTIFF(pyramid) for file, pyramid in pyramids.items()}}
+        return {file: read[file] for file in files if file in read}, {**failures, **failed}
+
+    def slide(self, path: Path) -> Slide:
+        """The whole-slide image ``path`` as a ``Slide`` of the model's channels, opened (it
+        fails here if OpenSlide cannot read it). It is never converted to a pyramid, which would
+        copy gigabytes, nor resized (``size``). A grey model reads it in grey, each region
+        converted as it is read (``Slide(channels=1)``), as libvips converts the colour
+        images that it is given (``srgb_image``): the model sees what it saw in training."""
+        if self.size is not None:
+            raise SlideError(
+                f"{path}: a whole-slide image is read at its own levels and not resized: leave "
+                f"size unset (it is {self.size})"
+            )
+        slide = Slide(path, channels=self.channels)
+        log.debug("%s: a slide of %s, levels %s", path, slide.vendor, slide.levels)
+        return slide
 
     def pyramids(self, sources: Sequence[Path]) -> tuple[dict[Path, Path], dict[Path, str]]:
         """({source: pyramid to read}, {source: why it failed}), converting what is not cached,
@@ -290,9 +336,9 @@ class Predictor:
         write_srgb_pyramid(source, target, channels=self.channels, size=self.size)
 
     def predict_each(
-        self, images: Sequence[tuple[str | None, PyramidTIFF]], batch_size: int, pictures: bool
+        self, images: Sequence[tuple[str | None, Source]], batch_size: int, pictures: bool
     ) -> Iterator[tuple[int, Prediction | str]]:
-        """(index, its Prediction, or why it failed) for each (path or None, pyramid), in
+        """(index, its Prediction, or why it failed) for each (path or None, source), in
         order, ``batch_size`` images at a time. A batch that fails to read is predicted again
         image by image, so that one bad image fails alone."""
         check_at_least(batch_size=(batch_size, 1))
@@ -316,32 +362,32 @@ class Predictor:
 
     @torch.no_grad()
     def predict_batch(
-        self, images: Sequence[tuple[str | None, PyramidTIFF]], pictures: bool, position: int = 0
+        self, images: Sequence[tuple[str | None, Source]], pictures: bool, position: int = 0
     ) -> list[Prediction]:
-        """The predictions of B images, (path or None, pyramid) each, in one batch; the
+        """The predictions of B images, (path or None, source) each, in one batch; the
         posterior samples seeded by ``seed`` + ``position`` (that of the batch's first image),
         the caller's random state left as it was."""
         started = time.perf_counter()
-        pyramids = [pyramid for _, pyramid in images]
+        sources = [source for _, source in images]
         model, proxy, mean = self.model, None, None
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices):
             torch.manual_seed(self.seed + position)
             if isinstance(model, SaccadeNetwork):
-                proxy = read_proxies(pyramids, self.proxy_size).to(self.device)  # (B, C, P, P)
-                mean = model.saccade(pyramids, proxy, sample=False)
+                proxy = read_proxies(sources, self.proxy_size).to(self.device)  # (B, C, P, P)
+                mean = model.saccade(sources, proxy, sample=False)
                 if self.samples > 0:
-                    looks = model.saccade(pyramids, proxy, sample=True, looks=self.samples)
+                    looks = model.saccade(sources, proxy, sample=True, looks=self.samples)
                     probabilities = looks.log_probs.exp().view(len(images), self.samples, -1)
                 else:
                     probabilities = mean.log_probs.exp()[:, None]  # (B, 1, K)
             else:
-                probabilities = model(pyramids).exp()[:, None]
+                probabilities = model(sources).exp()[:, None]
         average, spread = probabilities.mean(1).cpu(), probabilities.std(1, correction=0).cpu()
         predicted = model.task.predict(average.log())
         seconds = (time.perf_counter() - started) / len(images)
         predictions = []
-        for i, (path, pyramid) in enumerate(images):
+        for i, (path, source) in enumerate(images):
             best = int(average[i].argmax())
             prediction = Prediction(
                 path=path,
@@ -353,10 +399,11 @@ class Predictor:
                 seconds=seconds,
             )
             if mean is not None:
-                prediction.glimpses = pixel_boxes(mean.boxes[i], *pyramid.levels[0])
+                mpp = source.mpp if isinstance(source, Slide) else None
+                prediction.glimpses = pixel_boxes(mean.boxes[i], *source.levels[0], mpp)
                 if pictures:
                     # the image at a level a little larger than the picture, in its own shape
-                    display = pyramid.read_level(pyramid.proxy_level(PICTURE_SIDE))
+                    display = source.read_level(source.proxy_level(PICTURE_SIDE))
                     prediction.picture = SaccadePicture(
                         image=to_float(display),
                         proxy=proxy[i].cpu(),
