@@ -106,6 +106,9 @@ def test_transparent_pixels_are_flattened_onto_the_background(
     expected = rgba[..., :3] * alpha + 255 * (1 - alpha)  # the colour over white
     # OpenSlide premultiplies, openslide-python divides again: one level of rounding each way
     assert np.abs(read - expected).max() <= 1.5
+    # a slide that names its background (some formats do, MIRAX among them): that colour
+    on_blue = slide._flattened(rgba[:, :50], background=(0, 64, 255))
+    assert (on_blue == np.array([0, 64, 255], np.uint8)).all()
 
 
 def test_grey_reads_are_libvips_greys_of_the_colour_reads(

@@ -9,10 +9,10 @@ converted or copied.
 
 Pixels are RGB: OpenSlide's RGBA (transparent where the scanner wrote no tile)
 flattened onto the slide's background, its ``openslide.background-color``
-property, white when it has none. openslide-python returns the alpha
-un-premultiplied, so a pixel of colour c and alpha a becomes
-(c·a + background·(255 − a)) / 255, what OpenSlide's premultiplied value plus
-the background's share is. ``Slide(path, channels=1)`` reads the same pixels
+property, white when it has none. OpenSlide gives colours premultiplied by
+their alpha, and openslide-python divides them by it again, so a pixel of
+colour c and alpha a becomes (c·a + background·(255 − a)) / 255, rounded: the
+premultiplied colour plus the background's share. ``Slide(path, channels=1)`` reads the same pixels
 converted to grey as libvips converts sRGB (``colourspace("b-w")``), as
 ``varsac.data.pyramid_conversion.srgb_image`` does to colour images for grey
 models.
@@ -54,8 +54,8 @@ if TYPE_CHECKING:
     import openslide
 
 MAX_OPEN_SLIDES = 32  # OpenSlide handles per process; each holds file descriptors
-CACHE_BYTES = 256 * 2**20  # OpenSlide's decoded tiles, shared by this process's handles
-MAX_PROXY_PIXELS = 2**27  # pixels of the largest level that a proxy is read from whole
+CACHE_BYTES = 64 * 2**20  # OpenSlide's decoded tiles, shared by this process's handles
+MAX_PROXY_PIXELS = 2**26  # pixels of the largest level that a proxy is read from whole
 # Files named like a scanner's slide: without OpenSlide they get the missing-extra message
 SLIDE_SUFFIXES = frozenset(
     {".bif", ".czi", ".dcm", ".mrxs", ".ndpi", ".scn", ".svs", ".svslide", ".vms", ".vmu"}
@@ -370,10 +370,13 @@ class Slide:
 
     def _flattened(self, rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
         """(h, w, 4) RGBA → (h, w, channels) uint8 on ``background`` (see the module)."""
-        alpha = rgba[..., 3:].astype(np.uint32)
-        colour = rgba[..., :3].astype(np.uint32) * alpha
-        colour += np.array(background, np.uint32) * (255 - alpha)
-        rgb = ((colour + 127) // 255).astype(np.uint8)
+        if (rgba[..., 3] == 255).all():  # opaque, as tissue is: nothing to flatten
+            rgb = np.ascontiguousarray(rgba[..., :3])
+        else:  # c·a + b·(255 − a) + 127 ≤ 255² + 127: 16 bits hold it
+            alpha = rgba[..., 3:].astype(np.uint16)
+            colour = rgba[..., :3] * alpha
+            colour += np.array(background, np.uint16) * (255 - alpha)
+            rgb = ((colour + 127) // 255).astype(np.uint8)
         if self.channels == 3:
             return rgb
         grey = pyvips.Image.new_from_array(rgb, interpretation="srgb").colourspace("b-w")
