@@ -282,6 +282,25 @@ def test_k_looks_in_one_batch_are_those_of_each_image_alone(closed_loop: bool) -
         )
 
 
+def test_each_image_s_scale_bounds_bound_its_own_crops() -> None:
+    model = tiny_saccader(train_samples=2).eval()
+    batch = tiny_batch(3)
+    bounds = torch.tensor([[0.05, 0.06], [0.3, 0.3], [0.2, 0.9]])
+    looks = model.saccade(batch["image"], batch["proxy"], True, looks=2, scale_bounds=bounds)
+    scales = looks.crops[..., 0].view(3, 2 * 3)  # image b: its 2 looks of 3 steps
+    assert ((scales >= bounds[:, :1]) & (scales <= bounds[:, 1:])).all()
+    torch.testing.assert_close(scales[1], torch.full((6,), 0.3))
+    assert (scales[0] < 0.061).all() and (scales[2] > 0.2).all()
+    # the training loss takes them from the batch
+    small = torch.tensor([[0.05, 0.06]]).expand(3, 2)
+    _, _, parts = model.objective({**batch, "scale_bounds": small}, sample=True)
+    assert parts["crop_scale"] <= 0.06  # the model's own bounds are 0.2 to 0.5
+    with pytest.raises(ValueError, match="scale_bounds"):
+        model.saccade(batch["image"], batch["proxy"], False, scale_bounds=bounds[:2])
+    with pytest.raises(ValueError, match="scale_bounds"):
+        model.saccade(batch["image"], batch["proxy"], False, scale_bounds=bounds.flip(1))
+
+
 def test_inference_skips_the_elbo_and_only_the_elbo() -> None:
     """Without ``elbo`` no KL or reconstruction is computed (the proxy decoder never runs);
     the latents, glimpses and classes are those of the full rollout."""

@@ -61,6 +61,7 @@ class SaccadePictures(Callback):
                 images.to(module.device) if isinstance(images, torch.Tensor) else images,
                 samples["proxy"].to(module.device),
                 sample=False,
+                scale_bounds=samples.get("scale_bounds"),
             )
         predictions = module.task.predict(saccades.log_probs).cpu()
         names = getattr(trainer.datamodule, "class_names", None)

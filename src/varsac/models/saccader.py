@@ -92,7 +92,12 @@ class Saccader(Saccading, ImageClassifier):
     def objective(self, batch: Batch, sample: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         looks = self.hparams.train_samples if sample else max(self.hparams.eval_samples, 1)
         saccades = self.saccade(
-            batch["image"], batch["proxy"], sample or looks > 1, elbo=True, looks=looks
+            batch["image"],
+            batch["proxy"],
+            sample or looks > 1,
+            elbo=True,
+            looks=looks,
+            scale_bounds=batch.get("scale_bounds"),
         )
         # log of the mean class probability over the looks of each image: (B, K)
         looked = saccades.log_probs.view(-1, looks, saccades.log_probs.shape[-1])

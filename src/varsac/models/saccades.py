@@ -76,7 +76,13 @@ class Saccading:
         )
 
     def saccade(
-        self, images: Any, proxy: Tensor, sample: bool, elbo: bool = False, looks: int = 1
+        self,
+        images: Any,
+        proxy: Tensor,
+        sample: bool,
+        elbo: bool = False,
+        looks: int = 1,
+        scale_bounds: Tensor | None = None,
     ) -> Saccades:
         """Look at a batch: (B, C, P, P) proxy and the B images the cropper reads from.
 
@@ -86,15 +92,24 @@ class Saccading:
         crops. ``elbo``: also the rollout's KL and reconstruction terms, which only the
         loss needs (they run the VRNN's prior and proxy decoder at every step).
 
+        ``scale_bounds``: float (B, 2), each image's own (min, max) crop scale (glimpses of
+        one physical size on images of different sizes), instead of ``min_scale`` and
+        ``max_scale``.
+
         In the closed loop each glimpse is cut and encoded as soon as its latent is drawn,
         and fed back before the next; in the open loop all are cut at once afterwards.
         """
         batch = proxy.shape[0]
         crops, glimpses, seen = [], [], []
+        low, high = self.min_scale, self.max_scale
+        if scale_bounds is not None:  # (N, 1, 1) each: a look's bounds are its image's
+            check_scale_bounds(scale_bounds, batch)
+            bounds = scale_bounds.to(proxy).repeat_interleave(looks, 0)[:, None, :, None]
+            low, high = bounds[:, :, 0], bounds[:, :, 1]
 
         def look(latents: Tensor) -> Tensor:  # (N, n, latent_dim) → (N, n, F)
             steps = latents.shape[1]
-            crop = crops_from_latents(latents, self.min_scale, self.max_scale)
+            crop = crops_from_latents(latents, low, high)
             glimpse = self.cropper(images, crop.reshape(batch, looks * steps, 3))
             glimpse = glimpse.reshape(batch * looks, steps, *glimpse.shape[2:])  # (N, n, C, w, w)
             crops.append(crop)
@@ -114,6 +129,15 @@ class Saccading:
             )
         log_probs = self.crop_classifier.classify(torch.cat(seen, 1)).log_softmax(dim=-1)
         return Saccades(log_probs, torch.cat(crops, 1), torch.cat(glimpses, 1), rollout)
+
+
+def check_scale_bounds(bounds: Tensor, batch: int) -> None:
+    """Raise ``ValueError`` unless ``bounds`` is (batch, 2) with 0 < min ≤ max ≤ 1 in each row."""
+    if bounds.shape != (batch, 2):
+        raise ValueError(f"scale_bounds must be ({batch}, 2), got {tuple(bounds.shape)}")
+    low, high = bounds.unbind(1)
+    if not ((low > 0) & (low <= high) & (high <= 1)).all():
+        raise ValueError(f"scale_bounds need 0 < min ≤ max ≤ 1 in every row, got {bounds.tolist()}")
 
 
 class SaccadeNetwork(Saccading, nn.Module):

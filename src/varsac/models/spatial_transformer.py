@@ -11,14 +11,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def crops_from_latents(latents: Tensor, min_scale: float, max_scale: float) -> Tensor:
+def crops_from_latents(
+    latents: Tensor, min_scale: float | Tensor, max_scale: float | Tensor
+) -> Tensor:
     """Bound the first three latent coordinates smoothly into valid crops.
 
     (..., latent_dim) → (..., 3) as (scale, x, y), with
     scale = min + (max − min)·sigmoid(z₀) and centre = tanh(z₁,₂)·(1 − scale),
-    so the crop stays inside the image and every parameter has a gradient.
+    so the crop stays inside the image and every parameter has a gradient. The bounds
+    are numbers, or tensors that broadcast against (..., 1): one pair per image.
     """
-    if not 0 < min_scale <= max_scale <= 1:
+    if not isinstance(min_scale, Tensor) and not 0 < min_scale <= max_scale <= 1:
         raise ValueError(f"need 0 < min_scale ≤ max_scale ≤ 1, got {min_scale}, {max_scale}")
     scale = min_scale + (max_scale - min_scale) * torch.sigmoid(latents[..., :1])
     centre = torch.tanh(latents[..., 1:3]) * (1 - scale)
