@@ -23,7 +23,8 @@ from conftest import (
     varsac,
     write_photo_folder,
 )
-from varsac.data.photo_conversion import convert_photos, find_photos, stratified_split, summary
+from varsac.data.labelled_files import stratified_split
+from varsac.data.photo_conversion import convert_photos, find_photos, summary
 from varsac.data.photo_index import INDEX_COLUMNS, IndexRow, read_index, write_index
 from varsac.data.photos import PhotoDataModule
 from varsac.errors import ConfigError

@@ -15,10 +15,11 @@ from torch.utils.data import DataLoader
 from test_lst import as_batch
 from test_pyramid import Regions, random_rectangles
 from varsac import slides as slides_module
+from varsac.image_source import SquareView
 from varsac.models.localized_spatial_transformer import LocalizedSpatialTransformer, choose_level
 from varsac.models.spatial_transformer import SpatialTransformer, crops_from_latents
 from varsac.pyramid import PyramidTIFF, write_pyramid
-from varsac.slides import Slide, SlideError, open_image_source, reads_as_slide
+from varsac.slides import Slide, SlideError, open_image_source, reads_as_slide, square_view
 
 
 def read_spy(slide: Slide) -> list[int]:
@@ -345,3 +346,83 @@ def test_open_image_source_reads_slides_as_slides_and_tiffs_as_pyramids(
     broken.write_bytes(svs_slide[1].read_bytes()[:5000])
     with pytest.raises(SlideError, match=r"broken\.svs"):
         open_image_source(broken).read_proxy(8)
+
+
+# ---------------------------------------------------------------------- the square view
+
+
+def padded(pixels: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """(H, W, C) padded on the right and bottom to a square with ``background``."""
+    side = max(pixels.shape[:2])
+    square = np.empty((side, side, pixels.shape[2]), np.uint8)
+    square[...] = background
+    square[: pixels.shape[0], : pixels.shape[1]] = pixels
+    return square
+
+
+def test_a_square_view_pads_every_level_with_the_background(
+    quarter_slide: tuple[list[np.ndarray], Path],
+) -> None:
+    levels, path = quarter_slide
+    slide = Slide(path)
+    view = square_view(slide)
+    assert view.levels == [(1203, 1203), (300, 300), (75, 75)] and view.channels == 3
+    np.testing.assert_array_equal(view.background, [255, 255, 255])
+    for level, pixels in enumerate(levels):
+        np.testing.assert_array_equal(view.read_level(level), padded(pixels, view.background))
+    # straddling the bottom border, wholly in the padding, and inside the source
+    expected = padded(levels[0], view.background)
+    for left, top, width, height in ((1000, 850, 203, 300), (0, 950, 40, 30), (7, 9, 50, 60)):
+        np.testing.assert_array_equal(
+            view.read_region(0, left, top, width, height),
+            expected[top : top + height, left : left + width],
+        )
+    with pytest.raises(ValueError, match=r"not inside level 1 \(300×300\)"):
+        view.read_region(1, 290, 0, 20, 5)
+    grey_view = square_view(Slide(path, channels=1))
+    assert grey_view.read_region(0, 0, 1000, 4, 4).shape == (4, 4, 1)
+    assert (grey_view.read_region(0, 0, 1000, 4, 4) == 255).all()
+    # a named background in grey: as a transparent pixel of that colour reads
+    assert SquareView(slide, [0, 64, 255]).read_region(0, 0, 1100, 1, 1).tolist() == [
+        [[0, 64, 255]]
+    ]
+
+
+def test_the_proxy_of_a_square_view_is_that_of_the_padded_square(
+    quarter_slide: tuple[list[np.ndarray], Path], tmp_path: Path
+) -> None:
+    levels, path = quarter_slide
+    view = square_view(Slide(path))
+    read = read_spy(view.source)
+    proxy = view.read_proxy(64)
+    assert read == [2]  # the 75² level, never level 0
+    assert proxy.shape == (64, 64, 3)
+    expected = PyramidTIFF(write_pyramid(padded(levels[2], view.background), tmp_path / "p.tif"))
+    np.testing.assert_array_equal(proxy, expected.read_proxy(64))
+    assert (proxy[-8:] == 255).all()  # the padding below the tissue stays white
+    assert view.proxy_level(76) == 1 and view.proxy_level(301) == 0
+    # a square source: the view is the source itself
+    square = PyramidTIFF(write_pyramid(levels[1][:, :225], tmp_path / "square.tif"))
+    as_square = SquareView(square, 255)
+    assert as_square.levels == square.levels
+    np.testing.assert_array_equal(as_square.read_proxy(32), square.read_proxy(32))
+
+
+def test_level_zero_glimpses_of_a_square_view_equal_the_spatial_transformer_on_padded_pixels(
+    quarter_slide: tuple[list[np.ndarray], Path],
+) -> None:
+    levels, path = quarter_slide
+    view = square_view(Slide(path))
+    torch.manual_seed(4)
+    latents = (torch.randn(2, 5, 3, dtype=torch.float64) * 2).requires_grad_()
+    crops = crops_from_latents(latents, 0.05, 0.6)
+    crops = crops + torch.tensor([0.0, 0.0, 0.7], dtype=torch.float64)  # some across the bottom
+    square = padded(levels[0], view.background)
+    full = SpatialTransformer(window=16)(as_batch([square, square]), crops)
+    local = LocalizedSpatialTransformer(window=16, max_level=0)([view, view], crops)
+    assert (full - local).abs().max() < 1e-5
+    weights = torch.randn_like(full)
+    (grad_full,) = torch.autograd.grad((full * weights).sum(), latents, retain_graph=True)
+    (grad_local,) = torch.autograd.grad((local * weights).sum(), latents)
+    assert (grad_full - grad_local).abs().max() / grad_full.abs().max() < 1e-4
+    assert pickle.loads(pickle.dumps(view)).read_region(0, 1200, 0, 3, 3).shape == (3, 3, 3)

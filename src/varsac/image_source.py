@@ -5,7 +5,10 @@ several resolutions: ``levels`` ((width, height) per level, level 0 the full
 resolution, each next one about half the one before), ``channels``,
 ``read_region`` (uint8 pixels of a rectangle of one level) and ``read_proxy``
 (the whole image area-resized to a small square). A pyramid TIFF
-(``varsac.pyramid.PyramidTIFF``) is one; a whole-slide image would be another.
+(``varsac.pyramid.PyramidTIFF``) is one, a whole-slide image (``varsac.slides.Slide``)
+another. A ``SquareView`` shows a source that is not square as a square: the model's
+crops are squares of the normalised frame of the image, so on a source of another shape
+a glimpse would be stretched.
 
 Images small enough to hold in memory travel as float tensors instead, (C, H, W)
 in [0, 1] (a batch (B, C, H, W)), which the spatial transformer samples on the
@@ -20,10 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
+import pyvips
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
+
+MAX_PROXY_PIXELS = 2**26  # pixels of the largest level that a proxy is read from whole
 
 
 class ImageSource(Protocol):
@@ -42,6 +48,90 @@ class ImageSource(Protocol):
 
     def read_proxy(self, size: int) -> np.ndarray:
         """uint8 (size, size, channels): the whole image resized to size², without aliasing."""
+
+
+def resized_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W, C) → (size, size, C), squashed to a square where it is not one, without
+    aliasing (libvips ``resize``: box shrink, then a Lanczos-3 kernel). Computed on this
+    thread, never on libvips's worker threads (which a fork would lose)."""
+    height, width, channels = pixels.shape
+    page = pyvips.Image.new_from_array(np.ascontiguousarray(pixels))
+    resized = page.resize(size / width, vscale=size / height)
+    fetched = pyvips.Region.new(resized).fetch(0, 0, size, size)
+    return np.frombuffer(fetched, np.uint8).reshape(size, size, channels).copy()
+
+
+class SquareView:
+    """``source`` padded on the right and bottom to a square, at every level, with
+    ``background`` (uint8, one value per channel, or one for all).
+
+    Level ``k`` is side² with side = max(width, height) of the source's level ``k``; the
+    source's pixels keep their place from the top-left corner, the rest is ``background``.
+    A fraction of the view's side is then one length on both axes, and a box in pixels is
+    fraction × side from the top-left corner of the source. ``read_proxy`` is the padded
+    square's. Pickles and forks as its source does.
+    """
+
+    def __init__(self, source: ImageSource, background: int | Sequence[int]) -> None:
+        fill = np.broadcast_to(np.asarray(background), (source.channels,))
+        if not ((fill >= 0) & (fill <= 255)).all():
+            raise ValueError(f"background must be uint8 values, got {background}")
+        self.source = source
+        self.background = fill.astype(np.uint8)  # (channels,)
+
+    def __repr__(self) -> str:
+        return f"SquareView({self.source!r}, background={self.background.tolist()})"
+
+    @property
+    def levels(self) -> list[tuple[int, int]]:
+        return [(max(width, height),) * 2 for width, height in self.source.levels]
+
+    @property
+    def channels(self) -> int:
+        return self.source.channels
+
+    def read_region(self, level: int, left: int, top: int, width: int, height: int) -> np.ndarray:
+        """uint8 (height, width, channels) of the padded ``level``: the source's pixels where
+        it has some, ``background`` elsewhere."""
+        if not 0 <= level < len(self.source.levels):
+            raise ValueError(f"{self.source!r} has levels 0..{len(self.source.levels) - 1}")
+        side = self.levels[level][0]
+        if not (0 <= left < left + width <= side and 0 <= top < top + height <= side):
+            raise ValueError(
+                f"{self!r}: rectangle left={left} top={top} width={width} height={height} "
+                f"is not inside level {level} ({side}×{side})"
+            )
+        region = np.empty((height, width, self.channels), np.uint8)
+        region[...] = self.background
+        source_width, source_height = self.source.levels[level]
+        inside = (min(left + width, source_width) - left, min(top + height, source_height) - top)
+        if inside[0] > 0 and inside[1] > 0:
+            region[: inside[1], : inside[0]] = self.source.read_region(level, left, top, *inside)
+        return region
+
+    def read_level(self, level: int) -> np.ndarray:
+        """uint8 (side, side, channels): the whole of the padded ``level`` (small levels)."""
+        side = self.levels[level][0]
+        return self.read_region(level, 0, 0, side, side)
+
+    def proxy_level(self, size: int) -> int:
+        """The coarsest level whose side is still at least ``size`` (else level 0)."""
+        fitting = [level for level, (side, _) in enumerate(self.levels) if side >= size]
+        return fitting[-1] if fitting else 0
+
+    def read_proxy(self, size: int) -> np.ndarray:
+        """uint8 (size, size, channels): the padded square resized from ``proxy_level(size)``
+        (``resized_pixels``). A level of more than ``MAX_PROXY_PIXELS`` is refused."""
+        if size <= 0:
+            raise ValueError(f"proxy size must be positive, got {size}")
+        level = self.proxy_level(size)
+        width, height = self.source.levels[level]
+        if width * height > MAX_PROXY_PIXELS:
+            raise ValueError(
+                f"{self.source!r}: its coarsest level is {width}×{height} pixels, too large to "
+                f"read whole for a {size}² proxy: give it coarser levels"
+            )
+        return resized_pixels(self.read_level(level), size)
 
 
 Image = Tensor | ImageSource  # one image: float (C, H, W) in [0, 1], or a source

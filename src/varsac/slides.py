@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyvips
 
+from varsac.image_source import MAX_PROXY_PIXELS, SquareView, resized_pixels
 from varsac.pyramid import PyramidTIFF
 
 if TYPE_CHECKING:
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 
 MAX_OPEN_SLIDES = 32  # OpenSlide handles per process; each holds file descriptors
 CACHE_BYTES = 64 * 2**20  # OpenSlide's decoded tiles, shared by this process's handles
-MAX_PROXY_PIXELS = 2**26  # pixels of the largest level that a proxy is read from whole
 # Files named like a scanner's slide: without OpenSlide they get the missing-extra message
 SLIDE_SUFFIXES = frozenset(
     {".bif", ".czi", ".dcm", ".mrxs", ".ndpi", ".scn", ".svs", ".svslide", ".vms", ".vmu"}
@@ -108,10 +108,19 @@ def reads_as_slide(path: str | os.PathLike[str]) -> bool:
     return vendor not in (None, "generic-tiff") or Path(path).suffix.lower() in SLIDE_SUFFIXES
 
 
-def open_image_source(path: str | os.PathLike[str]) -> "Slide | PyramidTIFF":
-    """``path`` as an image source: a ``Slide`` when it reads as one (``reads_as_slide``),
-    else a ``PyramidTIFF``. Both open lazily: this reads headers, no pixels."""
-    return Slide(path) if reads_as_slide(path) else PyramidTIFF(path)
+def open_image_source(path: str | os.PathLike[str], channels: int = 3) -> "Slide | PyramidTIFF":
+    """``path`` as an image source: a ``Slide`` (read with ``channels``) when it reads as one
+    (``reads_as_slide``), else a ``PyramidTIFF`` (its own channels). Both open lazily: this
+    reads headers, no pixels."""
+    return Slide(path, channels) if reads_as_slide(path) else PyramidTIFF(path)
+
+
+def square_view(source: "Slide | PyramidTIFF") -> SquareView:
+    """``source`` as slides are trained on and predicted: padded to a square with the
+    slide's background, as its transparent pixels read (white for a pyramid TIFF)."""
+    if isinstance(source, Slide):
+        return SquareView(source, source.background_pixel)
+    return SquareView(source, 255)
 
 
 @dataclass(frozen=True)
@@ -260,6 +269,11 @@ class Slide:
         """The RGB that transparent pixels are flattened onto."""
         return self._read_layout().background
 
+    @property
+    def background_pixel(self) -> np.ndarray:
+        """uint8 (channels,): the background as read, what a transparent pixel becomes."""
+        return self._flattened(np.zeros((1, 1, 4), np.uint8), self.background)[0, 0]
+
     def read_region(self, level: int, left: int, top: int, width: int, height: int) -> np.ndarray:
         """uint8 (height, width, channels): a rectangle of ``level``, which must lie inside it."""
         layout = self._read_layout()
@@ -304,12 +318,7 @@ class Slide:
                 f"whole for a {size}² proxy; convert it to a pyramid with coarser levels (e.g. "
                 "`vips tiffsave in.svs out.tif --tile --pyramid`)"
             )
-        pixels = np.ascontiguousarray(self.read_level(level))
-        page = pyvips.Image.new_from_array(pixels)
-        resized = page.resize(size / width, vscale=size / height)
-        # computed here, never on libvips's worker threads, as PyramidTIFF does (fork)
-        fetched = pyvips.Region.new(resized).fetch(0, 0, size, size)
-        return np.frombuffer(fetched, np.uint8).reshape(size, size, self.channels).copy()
+        return resized_pixels(self.read_level(level), size)
 
     # ------------------------------------------------------------------ internals
 

@@ -23,11 +23,8 @@ TIFF of 8-bit sRGB:
 
 Then ``DST/index.csv`` (``photo_index``) lists every converted photo with its
 split: the one the CSV's ``split`` column gives it (a benchmark's own split),
-else one drawn per class (stratified) from ``seed`` among the class's photos
-without one: ``round(n·test)`` to test, ``round(n·val)`` to val, at least one of
-each from a class of three or more (when the fraction is above 0), and always
-at least one to train. A set whose train split, or val or test split asked
-for, would be empty is refused before anything converts. Every file is written
+else one drawn per class from ``seed`` (``labelled_files``). A set that would
+leave a split empty is refused before anything converts. Every file is written
 atomically; a rerun converts only the photos not converted yet.
 
 A file that is not converted is listed with the reason in the summary and in
@@ -38,20 +35,20 @@ exits 1; or ``skipped``, a file that is no image (``notes.txt``) or lies outside
 the class folders, which alone does not fail the command.
 """
 
-import csv
 import functools
 import logging
 import os
 import time
 import zlib
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from varsac.data import SPLITS, check_split_fractions
+from varsac.data.labelled_files import (
+    SplitOrigin,
+    assign_splits,
+    check_every_split_has_files,
+    read_labels_csv,
+)
 from varsac.data.photo_index import IndexRow, class_table, write_index
 from varsac.data.pyramid_conversion import convert_all, write_srgb_pyramid
 from varsac.errors import ConfigError, check_at_least
@@ -68,8 +65,6 @@ NOT_CONVERTED_NAME = "not_converted.csv"
 OUTSIDE_CLASS_FOLDERS = "not in a class folder SRC/<class>/"
 # Bump when a conversion would write different pixels for the same settings.
 FORMAT_VERSION = 1
-# A class with this many photos to draw gives each split (with a fraction above 0) one.
-MIN_PHOTOS_TO_SPLIT = 3
 
 
 @dataclass(frozen=True)
@@ -80,17 +75,6 @@ class Photo:
     label: str
     target: str  # relative to DST, e.g. images/animals/a0001.tif
     split: str | None = None  # from the CSV's split column; None: to be drawn
-
-
-@dataclass(frozen=True)
-class SplitOrigin:
-    """Where the converted photos' splits came from: the CSV's split column, or a draw."""
-
-    given: dict[str, int]  # split name → photos whose split the CSV's split column gave
-    drawn: int  # photos whose split was drawn
-    val: float  # the fractions and seed the draw used
-    test: float
-    seed: int
 
 
 @dataclass
@@ -164,112 +148,16 @@ def _photos_in_folders(src: Path) -> tuple[list[Photo], list[Path]]:
 
 
 def _photos_in_csv(src: Path) -> tuple[list[Photo], list[Path]]:
-    with src.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not {"path", "label"} <= set(reader.fieldnames or []):
-            raise ConfigError(
-                f"{src} must have the columns path,label (it has {reader.fieldnames})"
-            )
-        rows = list(reader)
     photos = []
-    for line, row in enumerate(rows, start=2):
-        path, label = (row["path"] or "").strip(), (row["label"] or "").strip()
-        if not path or not label:
-            raise ConfigError(f"{src} line {line}: both path and label are needed")
-        split = (row.get("split") or "").strip() or None  # no column, or an empty cell: drawn
-        if split is not None and split not in SPLITS:
-            raise ConfigError(
-                f"{src} line {line}: split {split!r} is not one of {', '.join(SPLITS)} "
-                "(leave it empty to have one drawn)"
-            )
-        source = Path(path).expanduser()
-        source = source if source.is_absolute() else src.parent / source
+    for listed in read_labels_csv(src):
         try:
-            relative = source.resolve().relative_to(src.parent.resolve())
+            relative = listed.source.resolve().relative_to(src.parent.resolve())
         except ValueError:  # outside the CSV's folder: named after the file and its folder
-            digest = zlib.crc32(str(source.resolve()).encode())
-            relative = Path("external") / f"{source.stem}-{digest:08x}{source.suffix}"
-        photos.append(Photo(source, label, _target(relative), split))
+            digest = zlib.crc32(str(listed.source.resolve()).encode())
+            name = f"{listed.source.stem}-{digest:08x}{listed.source.suffix}"
+            relative = Path("external") / name
+        photos.append(Photo(listed.source, listed.label, _target(relative), listed.split))
     return photos, []
-
-
-# ---------------------------------------------------------------------- the split
-
-
-def _held_out_counts(n: int, val: float, test: float) -> tuple[int, int]:
-    """(test, val): how many of a class's ``n`` photos to draw go to test and to val.
-
-    ``round(n·test)`` and ``round(n·val)``; a class of ``MIN_PHOTOS_TO_SPLIT`` or more gives
-    at least one photo to each of test and val whose fraction is above 0; and at least one
-    photo always stays for training.
-    """
-    n_test, n_val = round(n * test), round(n * val)
-    if n >= MIN_PHOTOS_TO_SPLIT:
-        n_test, n_val = max(n_test, int(test > 0)), max(n_val, int(val > 0))
-    # Large fractions (or the minimums) can hold out every photo: take back from the larger
-    # held-out split, so that a class of three keeps one photo in each split.
-    while n_test + n_val > max(n - 1, 0):
-        if n_test >= n_val:
-            n_test -= 1
-        else:
-            n_val -= 1
-    return n_test, n_val
-
-
-def stratified_split(labels: Sequence[str], val: float, test: float, seed: int) -> list[str]:
-    """A split name per label: in each class, a seeded shuffle gives ``round(n·test)`` photos
-    to test, ``round(n·val)`` to val and the rest to train (but at least one to each split
-    from a class of ``MIN_PHOTOS_TO_SPLIT`` or more, and always one to train).
-
-    A class's draw depends only on the seed, its name and its photos in order,
-    so adding a class leaves the split of the others as it was.
-    """
-    check_split_fractions(val, test)
-    splits = [""] * len(labels)
-    for label in sorted(set(labels)):
-        members = [i for i, other in enumerate(labels) if other == label]
-        rng = np.random.default_rng([seed, zlib.crc32(label.encode())])
-        order = rng.permutation(members)
-        n_test, n_val = _held_out_counts(len(members), val, test)
-        for rank, index in enumerate(order):
-            splits[index] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-    return splits
-
-
-def split_photos(photos: Sequence[Photo], val: float, test: float, seed: int) -> list[str]:
-    """A split name per photo: the one the CSV's split column gave it, else one drawn by
-    ``stratified_split`` among the photos of its class that have none."""
-    drawn = iter(stratified_split([p.label for p in photos if p.split is None], val, test, seed))
-    return [next(drawn) if photo.split is None else photo.split for photo in photos]
-
-
-def check_every_split_has_photos(
-    src: Path, photos: Sequence[Photo], splits: Sequence[str], val: float, test: float
-) -> None:
-    """Refuse, in one line, a set whose train split, or val or test split with a fraction
-    above 0, would be empty (``splits``: one per photo): fitting needs train and val photos,
-    testing needs test photos."""
-    counts = Counter(splits)
-    fractions = {"train": 1 - val - test, "val": val, "test": test}
-    empty = [split for split in SPLITS if fractions[split] > 0 and not counts[split]]
-    if not empty:
-        return
-    to_draw = Counter(photo.label for photo in photos if photo.split is None)
-    if to_draw:
-        smallest = sorted(to_draw.items(), key=lambda item: (item[1], item[0]))[:3]
-        named = ", ".join(f"{label} ({n})" for label, n in smallest)
-        reason = (
-            f"its smallest classes, by photos to draw: {named}; a class needs "
-            f"{MIN_PHOTOS_TO_SPLIT} to give each split one"
-        )
-        advice = "add photos, or give the photos their split in a CSV's split column"
-    else:
-        reason = "every photo has its split from the CSV's split column"
-        advice = f"give some photos the split {' or '.join(empty)} in the CSV"
-    raise ConfigError(
-        f"{src} is too small to split: with val={val}, test={test} no photo goes to "
-        f"{' or '.join(empty)} ({reason}): {advice}"
-    )
 
 
 # ---------------------------------------------------------------------- one photo
@@ -309,8 +197,8 @@ def convert_photos(
     if compression not in COMPRESSIONS:
         raise ConfigError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     photos, unreadable, skipped = find_photos(src)
-    splits = split_photos(photos, val, test, seed)
-    check_every_split_has_photos(src, photos, splits, val, test)
+    splits = assign_splits(photos, val, test, seed)
+    check_every_split_has_files(src, photos, splits, val, test, noun="photo")
     dst.mkdir(parents=True, exist_ok=True)
     settings = {"format_version": FORMAT_VERSION, "size": size, "fit": fit}
     changed = settings_changed(dst / PARAMS_NAME, settings)
@@ -344,14 +232,7 @@ def convert_photos(
     rows = [IndexRow(photo.target, photo.label, split, str(photo.source)) for photo, split in kept]
     write_index(dst, rows)
     write_not_converted(dst, unreadable | failures, skipped)
-    given = Counter(photo.split for photo, _ in kept if photo.split is not None)
-    split_origin = SplitOrigin(
-        given={split: given[split] for split in SPLITS},
-        drawn=sum(photo.split is None for photo, _ in kept),
-        val=val,
-        test=test,
-        seed=seed,
-    )
+    split_origin = SplitOrigin.of([photo for photo, _ in kept], val, test, seed)
     return Conversion(
         rows=rows,
         converted=len(todo) - len(failures),
@@ -366,14 +247,7 @@ def convert_photos(
 def summary(conversion: Conversion, dst: Path) -> str:
     """Counts per class and split, where the split came from, what was converted, and what
     failed or was skipped and why, as text."""
-    lines = class_table(conversion.rows)
-    origin = conversion.split_origin
-    draw = f"(val={origin.val}, test={origin.test}, seed {origin.seed})"
-    if any(origin.given.values()):
-        given = " / ".join(f"{origin.given[split]} {split}" for split in SPLITS)
-        lines.append(f"split: {given} from the CSV's split column, {origin.drawn} drawn {draw}")
-    else:
-        lines.append(f"split: {origin.drawn} drawn per class {draw}")
+    lines = [*class_table(conversion.rows), conversion.split_origin.line()]
     rate = conversion.converted / conversion.seconds if conversion.seconds else 0.0
     lines.append(
         f"converted {conversion.converted} photo(s) in {conversion.seconds:.1f} s "
