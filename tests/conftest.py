@@ -17,8 +17,11 @@ import pyvips
 from varsac.data.megapixel_mnist import generate_megapixel_mnist
 from varsac.data.mnist import MNISTDigits, load_mnist
 from varsac.data.photo_conversion import convert_photos
+from varsac.data.slide_index import index_slides
 from varsac.data.starcraft.scenes import generate_scenes
+from varsac.data.synthetic_slides import generate_synthetic_slides
 from varsac.pyramid import write_pyramid
+from varsac.slides import aperio_description
 
 T = TypeVar("T")
 
@@ -202,16 +205,6 @@ def megapixel_mnist_folder(tmp_path_factory: pytest.TempPathFactory, mnist_dir: 
 # ---------------------------------------------------------------------- whole-slide images
 
 
-def aperio_description(width: int, height: int, magnification: int, mpp: float) -> str:
-    """An ImageDescription that OpenSlide reads as an Aperio SVS's: it must start with "Aperio";
-    the key = value pairs after the bars become aperio.* properties, MPP the microns per pixel
-    (openslide.mpp-x and -y) and AppMag the objective power."""
-    return (
-        f"Aperio Image Library v10.0.0\n{width}x{height} [0,0 {width}x{height}] (256x256) "
-        f"RAW|AppMag = {magnification}|MPP = {mpp}"
-    )
-
-
 def write_svs(pixels: np.ndarray, path: Path, magnification: int = 20, mpp: float = 0.499) -> Path:
     """``pixels`` (uint8 (H, W, 3)) as an Aperio SVS of halving levels down to a 256² tile, as
     libvips writes pyramids, with lossless (deflate) tiles. Returns ``path``."""
@@ -322,3 +315,17 @@ def transparent_slide(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndar
     rgba[:, :50, 3] = 0
     rgba[:, 50:100, 3] = 255
     return rgba, write_tiled_tiff(tmp_path_factory.mktemp("alpha") / "alpha.tif", [rgba])
+
+
+# A small synthetic slide set: 8 slides of 600–1 500 px a side instead of 32 of 4 000–12 000.
+SYNTHETIC_SLIDES_SMALL = {"n": 6, "test_n": 2, "sides": (600, 1500), "seed": 0, "val": 0.2}
+
+
+@pytest.fixture(scope="session")
+def synthetic_slides_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``SYNTHETIC_SLIDES_SMALL`` drawn by two processes (5 train, 1 val, 2 test slides) and
+    indexed where it lies (``index_slides``)."""
+    root = tmp_path_factory.mktemp("synthetic_slides")
+    generate_synthetic_slides(root, workers=2, **SYNTHETIC_SLIDES_SMALL)
+    index_slides(root / "labels.csv", root)
+    return root

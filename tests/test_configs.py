@@ -36,6 +36,8 @@ DATA_FOLDERS = {
 EXPERIMENT_FOLDERS = {
     "megapixel_mnist": "megapixel_mnist_folder",
     "baseline_megapixel_mnist": "megapixel_mnist_folder",
+    "slides": "synthetic_slides_folder",
+    "baseline_slides": "synthetic_slides_folder",
 }
 
 

@@ -37,6 +37,8 @@ DATASETS: dict[str, str] = {
     "mit5k": "convert photos in class folders (or a CSV of path,label) to pyramid TIFFs",
     "starcraft": "draw StarCraft II marine-counting scenes offline (or record them: source=game)",
     "megapixel_mnist": "draw Megapixel MNIST (5 digits, 3 of the class, and noise on 1500²)",
+    "slides": "index whole-slide images where they lie, from a CSV of path,label (no copy)",
+    "synthetic_slides": "draw tissue-like whole-slide images, tumour or normal, with labels",
 }
 
 USAGE = """usage: varsac <command> [key=value ...] [hydra flags]
@@ -62,6 +64,8 @@ datasets:
   varsac data mit5k src=~/fivek dst=~/data/mit5k     (varsac data mit5k --help: every option)
   varsac data starcraft n=5000 seed=0                (varsac data starcraft --help)
   varsac data megapixel_mnist                        (varsac data megapixel_mnist --help)
+  varsac data slides src=~/slides/labels.csv         (varsac data slides --help)
+  varsac data synthetic_slides n=40                  (varsac data synthetic_slides --help)
 """
 
 

@@ -8,14 +8,21 @@ An image is a path to any file libvips reads (converted once to a pyramid TIFF
 under ``cache_dir`` and reused next time: the cache key holds the file's path,
 size and modification time and the conversion settings; a pyramid TIFF with the
 model's channels is read as it is), a whole-slide image (``varsac.slides``,
-with the slides extra: read through OpenSlide as it is, never converted), a
+with the slides extra: read through OpenSlide as it is, never converted, and
+padded to a square with its background where it is not one, as in training:
+``slides.model_view``), a
 ``PyramidTIFF`` or ``Slide``, or an image in memory: a uint8 array (H, W) or
 (H, W, C), or a float tensor (C, H, W) in [0, 1], written losslessly to a
 temporary pyramid. A saccade model averages the class probabilities of
 ``samples`` posterior samples, run as one batch per batch of images, and
 reports their standard deviation (how sure it is); the glimpses reported are
 those of the posterior mean, boxes in pixels of the original (of a slide's
-level 0) and, for a slide that says its resolution, in microns too. Its proxy
+level 0, fraction × side of its square view from the top-left corner) and,
+for a slide that says its resolution, in microns too. A model trained with
+glimpse sizes in microns or pixels (``data.glimpse_microns``,
+``data.glimpse_pixels``) gets each image's scale bounds
+(``glimpse_sizes.glimpse_scale_bounds``); in microns, an image that does not
+say its resolution fails. Its proxy
 decoder, which only the training loss needs, does not run. A model trained with
 the spatial transformer on small tensors reads its glimpses through the
 localized spatial transformer here, which at full resolution samples the same
@@ -46,20 +53,21 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from varsac.checkpoint import DATA_KEY, load_varsac_checkpoint, stored_config
+from varsac.data.glimpse_sizes import check_glimpse_sizes, glimpse_scale_bounds
 from varsac.data.pyramid_conversion import CONVERSION_ERRORS, convert_all, write_srgb_pyramid
 from varsac.errors import ConfigError, check_at_least
-from varsac.image_source import read_proxies, to_float
+from varsac.image_source import SquareView, read_proxies, to_float
 from varsac.models.localized_spatial_transformer import LocalizedSpatialTransformer
 from varsac.models.saccades import SaccadeNetwork
 from varsac.models.spatial_transformer import SpatialTransformer
 from varsac.pyramid import NotAPyramidWarning, PyramidTIFF
-from varsac.slides import Slide, SlideError, reads_as_slide
+from varsac.slides import Slide, SlideError, model_view, reads_as_slide
 from varsac.viz import SaccadePicture, describe
 
 log = logging.getLogger(__name__)
 
 ImageInput = str | os.PathLike[str] | PyramidTIFF | Slide | np.ndarray | Tensor
-Source = PyramidTIFF | Slide  # what an image is read through
+Source = PyramidTIFF | Slide | SquareView  # what an image is read through
 SACCADER = "varsac.models.saccader.Saccader"  # the _target_ that SaccadeNetwork stands in for
 PICTURE_SIDE = 512  # pixels of the longer side of the image in the saccade pictures
 
@@ -180,6 +188,8 @@ class Predictor:
     log-probabilities), in eval mode; ``proxy_size`` and ``channels``: the side of its
     proxy and the channels of its images. ``seed`` seeds the posterior samples of each
     batch (``predict_batch``): the same images in the same batches get the same answers.
+    ``glimpse_microns`` or ``glimpse_pixels``: the [min, max] glimpse sizes the model was
+    trained with (``glimpse_sizes``), None for its own ``min_scale`` and ``max_scale``.
     """
 
     def __init__(
@@ -194,8 +204,11 @@ class Predictor:
         cache_dir: str | os.PathLike[str] | None = None,
         workers: int | None = None,
         seed: int = 0,
+        glimpse_microns: Sequence[float] | None = None,
+        glimpse_pixels: Sequence[float] | None = None,
     ) -> None:
         check_at_least(samples=(samples, 0))
+        check_glimpse_sizes(glimpse_microns, glimpse_pixels)
         if size is not None:
             check_at_least(size=(size, 1))
         self.device = resolve_device(device)
@@ -208,6 +221,7 @@ class Predictor:
         self.cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
         self.workers = workers
         self.seed = seed
+        self.glimpse_microns, self.glimpse_pixels = glimpse_microns, glimpse_pixels
 
     @classmethod
     def from_checkpoint(
@@ -231,9 +245,11 @@ class Predictor:
         if isinstance(getattr(model, "cropper", None), SpatialTransformer):
             model.cropper = LocalizedSpatialTransformer(window=model.cropper.window)
         names = data.get("class_names") or [str(k) for k in range(model.task.num_classes)]
+        glimpses = {key: cfg.data.get(key) for key in ("glimpse_microns", "glimpse_pixels")}
         return cls(
-            model, names, cfg.data.proxy_size, cfg.data.image_channels, device, samples, **options
-        )
+            model, names, cfg.data.proxy_size, cfg.data.image_channels, device, samples,
+            **glimpses, **options,
+        )  # fmt: skip
 
     def __call__(
         self, images: ImageInput | Sequence[ImageInput], batch_size: int = 8, pictures: bool = False
@@ -296,12 +312,13 @@ class Predictor:
         read = {**slides, **{file: PyramidTIFF(pyramid) for file, pyramid in pyramids.items()}}
         return {file: read[file] for file in files if file in read}, {**failures, **failed}
 
-    def slide(self, path: Path) -> Slide:
+    def slide(self, path: Path) -> Slide | SquareView:
         """The whole-slide image ``path`` as a ``Slide`` of the model's channels, opened (it
-        fails here if OpenSlide cannot read it). It is never converted to a pyramid, which would
-        copy gigabytes, nor resized (``size``). A grey model reads it in grey, each region
-        converted as it is read (``Slide(channels=1)``), as libvips converts the colour
-        images that it is given (``srgb_image``): the model sees what it saw in training."""
+        fails here if OpenSlide cannot read it), seen as a square (``model_view``). It is
+        never converted to a pyramid, which would copy gigabytes, nor resized (``size``). A
+        grey model reads it in grey, each region converted as it is read
+        (``Slide(channels=1)``), as libvips converts the colour images that it is given
+        (``srgb_image``): the model sees what it saw in training."""
         if self.size is not None:
             raise SlideError(
                 f"{path}: a whole-slide image is read at its own levels and not resized: leave "
@@ -309,7 +326,7 @@ class Predictor:
             )
         slide = Slide(path, channels=self.channels)
         log.debug("%s: a slide of %s, levels %s", path, slide.vendor, slide.levels)
-        return slide
+        return model_view(slide)
 
     def pyramids(self, sources: Sequence[Path]) -> tuple[dict[Path, Path], dict[Path, str]]:
         """({source: pyramid to read}, {source: why it failed}), converting what is not cached,
@@ -375,9 +392,12 @@ class Predictor:
             torch.manual_seed(self.seed + position)
             if isinstance(model, SaccadeNetwork):
                 proxy = read_proxies(sources, self.proxy_size).to(self.device)  # (B, C, P, P)
-                mean = model.saccade(sources, proxy, sample=False)
+                bounds = self.scale_bounds(sources)
+                mean = model.saccade(sources, proxy, sample=False, scale_bounds=bounds)
                 if self.samples > 0:
-                    looks = model.saccade(sources, proxy, sample=True, looks=self.samples)
+                    looks = model.saccade(
+                        sources, proxy, sample=True, looks=self.samples, scale_bounds=bounds
+                    )
                     probabilities = looks.log_probs.exp().view(len(images), self.samples, -1)
                 else:
                     probabilities = mean.log_probs.exp()[:, None]  # (B, 1, K)
@@ -399,7 +419,8 @@ class Predictor:
                 seconds=seconds,
             )
             if mean is not None:
-                mpp = source.mpp if isinstance(source, Slide) else None
+                slide = source.source if isinstance(source, SquareView) else source
+                mpp = slide.mpp if isinstance(slide, Slide) else None
                 prediction.glimpses = pixel_boxes(mean.boxes[i], *source.levels[0], mpp)
                 if pictures:
                     # the image at a level a little larger than the picture, in its own shape
@@ -413,6 +434,17 @@ class Predictor:
                     )
             predictions.append(prediction)
         return predictions
+
+    def scale_bounds(self, sources: Sequence[Source]) -> Tensor | None:
+        """float32 (B, 2): each image's crop-scale bounds for the model's glimpse sizes
+        (``glimpse_scale_bounds``); None for a model trained without them."""
+        if self.glimpse_microns is None and self.glimpse_pixels is None:
+            return None
+        bounds = [
+            glimpse_scale_bounds(source, self.glimpse_microns, self.glimpse_pixels)
+            for source in sources
+        ]
+        return torch.tensor(bounds, dtype=torch.float32)
 
 
 def in_one_line(error: BaseException) -> str:

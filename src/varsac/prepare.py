@@ -7,7 +7,8 @@ from omegaconf import DictConfig
 
 from varsac.config_check import checked_arguments
 from varsac.data import megapixel_mnist as megapixel_mnist_set
-from varsac.data import photo_conversion
+from varsac.data import photo_conversion, slide_index
+from varsac.data import synthetic_slides as synthetic_slides_set
 from varsac.data.starcraft import recorder, scenes
 from varsac.errors import ConfigError
 
@@ -56,4 +57,32 @@ def megapixel_mnist(cfg: DictConfig) -> None:
     dst = Path(cfg.dst).expanduser()
     log.info(
         "varsac data megapixel_mnist finished\n%s", megapixel_mnist_set.summary(generated, dst)
+    )
+
+
+def slides(cfg: DictConfig) -> None:
+    """Index the whole-slide images that ``cfg.src`` lists into ``cfg.dst``.
+
+    Exits with status 1 when some slides could not be read (each is listed); the index
+    then holds the others.
+    """
+    indexing = slide_index.index_slides(**checked_arguments(slide_index.index_slides, cfg))
+    dst = Path(cfg.dst).expanduser()
+    log.info("varsac data slides finished\n%s", slide_index.summary(indexing, dst))
+    if indexing.failures:
+        raise SystemExit(
+            f"varsac data slides: {len(indexing.failures)} slide(s) could not be read (listed "
+            f"above and in {dst / slide_index.NOT_INDEXED_NAME}); {dst / 'index.csv'} lists "
+            f"the {len(indexing.rows)} that were. Fix or remove them and run it again."
+        )
+
+
+def synthetic_slides(cfg: DictConfig) -> None:
+    """Draw the synthetic whole-slide images of ``cfg`` into ``cfg.dst`` with their labels."""
+    generated = synthetic_slides_set.generate_synthetic_slides(
+        **checked_arguments(synthetic_slides_set.generate_synthetic_slides, cfg)
+    )
+    dst = Path(cfg.dst).expanduser()
+    log.info(
+        "varsac data synthetic_slides finished\n%s", synthetic_slides_set.summary(generated, dst)
     )

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyvips
 
-from varsac.image_source import MAX_PROXY_PIXELS, SquareView, resized_pixels
+from varsac.image_source import MAX_PROXY_PIXELS, ImageSource, SquareView, resized_pixels
 from varsac.pyramid import PyramidTIFF
 
 if TYPE_CHECKING:
@@ -108,11 +108,41 @@ def reads_as_slide(path: str | os.PathLike[str]) -> bool:
     return vendor not in (None, "generic-tiff") or Path(path).suffix.lower() in SLIDE_SUFFIXES
 
 
+def aperio_description(
+    width: int, height: int, magnification: int, mpp: float, tile: int = 256,
+    compression: str = "RAW",
+) -> str:  # fmt: skip
+    """An ImageDescription that OpenSlide reads as an Aperio SVS's, for a tiled pyramidal TIFF
+    (of ``tile``² tiles, ``compression`` as Aperio names it: RAW, JPEG…): it must start with
+    "Aperio"; the key = value pairs after the bars become aperio.* properties, MPP the
+    microns per pixel (openslide.mpp-x and -y) and AppMag the objective power."""
+    return (
+        f"Aperio Image Library v10.0.0\n{width}x{height} [0,0 {width}x{height}] ({tile}x{tile}) "
+        f"{compression}|AppMag = {magnification}|MPP = {mpp}"
+    )
+
+
 def open_image_source(path: str | os.PathLike[str], channels: int = 3) -> "Slide | PyramidTIFF":
     """``path`` as an image source: a ``Slide`` (read with ``channels``) when it reads as one
     (``reads_as_slide``), else a ``PyramidTIFF`` (its own channels). Both open lazily: this
     reads headers, no pixels."""
     return Slide(path, channels) if reads_as_slide(path) else PyramidTIFF(path)
+
+
+def microns_per_pixel(source: ImageSource) -> float | None:
+    """Microns per level-0 pixel of a slide (the mean of x and y), of one seen through a
+    ``SquareView`` too; None for a source that does not say (a pyramid TIFF)."""
+    if isinstance(source, SquareView):
+        source = source.source
+    if not isinstance(source, Slide) or source.mpp is None:
+        return None
+    return (source.mpp[0] + source.mpp[1]) / 2
+
+
+def model_view(source: "Slide | PyramidTIFF") -> "Slide | PyramidTIFF | SquareView":
+    """``source`` as a model reads a slide: itself when square, else its ``square_view``."""
+    width, height = source.levels[0]
+    return source if width == height else square_view(source)
 
 
 def square_view(source: "Slide | PyramidTIFF") -> SquareView:

@@ -1,8 +1,10 @@
-"""The index of a converted photo set: ``ROOT/index.csv``, one row per photo.
+"""The index of a set of images: ``ROOT/index.csv``, one row per image.
 
-``varsac data mit5k`` writes it; ``PhotoDataModule`` reads it. Columns:
-``path`` (the photo's pyramid TIFF, relative to ROOT), ``label`` (its class
-name), ``split`` (train, val or test) and ``source`` (the photo it came from).
+``varsac data mit5k`` (and ``megapixel_mnist``) writes it, ``varsac data slides``
+too (``slide_index``, with columns of its own after these); ``PhotoDataModule``
+reads it. Columns: ``path`` (the image: a pyramid TIFF or a slide, relative to
+ROOT or absolute), ``label`` (its class name), ``split`` (train, val or test)
+and ``source`` (the file it came from).
 """
 
 import csv
@@ -32,9 +34,11 @@ INDEX_COLUMNS = tuple(field.name for field in fields(IndexRow))
 
 
 def write_index(root: str | os.PathLike[str], rows: Sequence[IndexRow]) -> Path:
-    """Write ``root/index.csv`` atomically; return its path."""
+    """Write ``root/index.csv`` atomically; return its path. Rows of a subclass of
+    ``IndexRow`` (``slide_index.SlideRow``) add their columns after these."""
     path = Path(root) / INDEX_NAME
-    write_csv_atomically(path, INDEX_COLUMNS, (astuple(row) for row in rows))
+    columns = tuple(field.name for field in fields(rows[0])) if rows else INDEX_COLUMNS
+    write_csv_atomically(path, columns, (astuple(row) for row in rows))
     return path
 
 
