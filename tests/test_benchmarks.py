@@ -78,3 +78,26 @@ def test_fit_runs_reads_each_run_back_and_merges_rows_by_name(
     assert [r["name"] for r in rows] == ["tiny", "again"] and rows[0] == row
     assert rows[1]["val_curve"] == row["val_curve"] and rows[1]["minutes"] is None
     assert "tiny" in printed and f"{row['test']['accuracy']:.4f}" in printed
+
+
+def test_slides_compares_glimpse_reads_and_inference_on_a_small_slide(tmp_path: Path) -> None:
+    output = tmp_path / "slides.json"
+    command = [
+        sys.executable, str(BENCHMARKS / "slides.py"), "--size", "3000", "--pyramid-size",
+        "512", "--reads", "8", "--repeats", "1", "--batch-size", "2", "--json", str(output),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "OpenSlide read_region of the same box" in result.stdout
+    table = json.loads(output.read_text())
+    assert table["writes"]["slide_side"] == 3000 and table["writes"]["pyramid_side"] == 512
+    reads = table["reads"]
+    assert reads["glimpses"] == 8 and reads["lst_ms"] > 0 and reads["openslide_read_region_ms"] > 0
+    low, high = reads["scale_bounds"]  # 150 and 1 200 µm at 0.5 µm per pixel of 3 000
+    assert (low, high) == (150 / 0.5 / 3000, 1200 / 0.5 / 3000)
+    inference = table["inference"]
+    assert set(inference) == {"slide", "pyramid"}
+    for row in inference.values():
+        assert row["batch"] == 2 and row["images_per_s"] > 0 and row["peak_rss_mib"] > 0
+    ratio = inference["slide"]["peak_rss_mib"] / inference["pyramid"]["peak_rss_mib"]
+    assert table["memory_ratio"] == ratio

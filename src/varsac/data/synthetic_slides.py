@@ -216,18 +216,24 @@ def draw_slide(plan: SlidePlan) -> pyvips.Image:
     return slide.copy(interpretation="srgb")
 
 
-def write_slide(plan: SlidePlan, path: Path) -> None:
-    """Stream the slide of ``plan`` into an Aperio-like pyramidal TIFF at ``path``, atomically."""
-    image = draw_slide(plan).copy()
+def write_aperio(image: pyvips.Image, path: Path, mpp: float) -> None:
+    """Stream the uchar sRGB ``image`` (lazy, of any size) into an Aperio-like pyramidal TIFF
+    at ``path`` of ``mpp`` microns per pixel, with JPEG tiles, atomically."""
+    image = image.copy()
     description = aperio_description(
-        plan.width, plan.height, MAGNIFICATIONS[plan.mpp], plan.mpp, tile=TILE, compression="JPEG"
+        image.width, image.height, MAGNIFICATIONS[mpp], mpp, tile=TILE, compression="JPEG"
     )
     image.set_type(pyvips.GValue.gstr_type, "image-description", description)
     with atomic_path(path) as partial_path:
         image.tiffsave(
             str(partial_path), tile=True, pyramid=True, tile_width=TILE, tile_height=TILE,
-            compression="jpeg", Q=QUALITY, bigtiff=plan.width * plan.height * 3 > 2**31,
+            compression="jpeg", Q=QUALITY, bigtiff=image.width * image.height * 3 > 2**31,
         )  # fmt: skip
+
+
+def write_slide(plan: SlidePlan, path: Path) -> None:
+    """Stream the slide of ``plan`` into an Aperio-like pyramidal TIFF at ``path``."""
+    write_aperio(draw_slide(plan), path, plan.mpp)
 
 
 def _write_slides(
