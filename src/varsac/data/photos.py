@@ -121,9 +121,10 @@ class PhotoDataModule(SplitDataModule):
         rows = [row for row in self.rows if row.split == split]
         if not rows:  # an index written by hand or by an older varsac
             raise ConfigError(
-                f"{root / INDEX_NAME} has no {split} images: write the index again with "
-                "`varsac data mit5k` or `varsac data slides` (they give every split images, "
-                f"or say what is missing), or give some images the split {split} in the index"
+                f"{root / INDEX_NAME} has no {split} photos: convert the photos again with "
+                "`varsac data mit5k` (or index the slides again with `varsac data slides`: "
+                "both give every split images, or say what is missing), or give some images "
+                f"the split {split} in the index"
             )
         paths = [root / row.path for row in rows]
         missing = [path for path in paths if not path.is_file()]
