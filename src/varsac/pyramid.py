@@ -24,7 +24,6 @@ after the parent used them.
 """
 
 import logging
-import operator
 import os
 import threading
 import warnings
@@ -38,6 +37,7 @@ import numpy as np
 import pyvips
 
 from varsac.files import atomic_path
+from varsac.lazy_headers import LazyHeaders
 
 # libvips reports every resize and thread pool at INFO: keep its log for warnings and errors.
 logging.getLogger("pyvips").setLevel(logging.WARNING)
@@ -234,7 +234,7 @@ def _idle_pages_of_this_process() -> _IdlePages:
 _warned_files: set[tuple[int, int, int]] = set()  # file ids warned about as not pyramids
 
 
-class PyramidTIFF:
+class PyramidTIFF(LazyHeaders["_Layout"]):
     """One pyramid TIFF, opened lazily; safe to pickle, fork and read from many threads.
 
     ``levels``: (width, height) per level, level 0 the full resolution;
@@ -245,27 +245,12 @@ class PyramidTIFF:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        super().__init__(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no pyramid TIFF at {self.path}")
-        self._layout: _Layout | None = None
-        self._new_lock()
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "layout": self._layout}
-
-    def __setstate__(self, state: dict) -> None:
-        self.path = state["path"]
-        self._layout = state["layout"]
-        self._new_lock()
 
     def __repr__(self) -> str:
         return f"PyramidTIFF({str(self.path)!r})"
-
-    @property
-    def levels(self) -> list[tuple[int, int]]:
-        """(width, height) of each level, level 0 the full resolution."""
-        return list(self._read_layout().levels)
 
     @property
     def channels(self) -> int:
@@ -278,30 +263,10 @@ class PyramidTIFF:
         The rectangle must lie inside the level.
         """
         layout = self._read_layout()
-        self._check_level(level, layout)
-        left, top, width, height = map(operator.index, (left, top, width, height))
-        level_width, level_height = layout.levels[level]
-        inside_x = 0 <= left < left + width <= level_width
-        inside_y = 0 <= top < top + height <= level_height
-        if not (inside_x and inside_y):
-            raise ValueError(
-                f"{self.path}: rectangle left={left} top={top} width={width} height={height} "
-                f"is not inside level {level} ({level_width}×{level_height})"
-            )
+        left, top, width, height = self._checked_region(level, left, top, width, height)
         with self._page(level) as page:
             pixels = pyvips.Region.new(page).fetch(left, top, width, height)
         return np.frombuffer(pixels, np.uint8).reshape(height, width, layout.channels)
-
-    def read_level(self, level: int) -> np.ndarray:
-        """uint8 (height, width, channels): the whole of ``level`` (meant for small levels)."""
-        layout = self._read_layout()
-        self._check_level(level, layout)
-        return self.read_region(level, 0, 0, *layout.levels[level])
-
-    def proxy_level(self, size: int) -> int:
-        """The coarsest level whose shorter side is still at least ``size`` (else level 0)."""
-        fitting = [level for level, (w, h) in enumerate(self.levels) if min(w, h) >= size]
-        return fitting[-1] if fitting else 0
 
     def read_proxy(self, size: int) -> np.ndarray:
         """uint8 (size, size, channels): the image resized to size² from ``proxy_level(size)``.
@@ -321,22 +286,7 @@ class PyramidTIFF:
 
     # ------------------------------------------------------------------ internals
 
-    def _new_lock(self) -> None:
-        self._lock = threading.Lock()
-        self._lock_pid = os.getpid()
-
-    def _read_layout(self) -> _Layout:
-        """The levels and channels, read from the headers on first use."""
-        if self._layout is None:
-            # a lock inherited through fork may have been held by a thread of the parent
-            if self._lock_pid != os.getpid():
-                self._new_lock()
-            with self._lock:
-                if self._layout is None:
-                    self._layout = self._layout_from_headers()
-        return self._layout
-
-    def _layout_from_headers(self) -> _Layout:
+    def _layout_from_file(self) -> _Layout:
         stat = os.stat(self.path)
         file_id = (stat.st_dev, stat.st_ino, stat.st_mtime_ns)
         first = self._open_page(0)
@@ -402,12 +352,6 @@ class PyramidTIFF:
                 "corrupt or truncated: write it again from its source image"
             ) from error
         pool.give(key, page)
-
-    def _check_level(self, level: int, layout: _Layout) -> None:
-        if not 0 <= level < len(layout.levels):
-            raise ValueError(
-                f"{self.path} has levels 0..{len(layout.levels) - 1}, level {level} was asked for"
-            )
 
 
 def _fits_one_tile(page: pyvips.Image) -> bool:

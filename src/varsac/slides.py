@@ -36,7 +36,6 @@ one when it forked. A read that fails drops its handle (an OpenSlide handle
 fails every call after its first error), so the next read opens the file again.
 """
 
-import operator
 import os
 import threading
 from collections import OrderedDict
@@ -49,6 +48,7 @@ import numpy as np
 import pyvips
 
 from varsac.image_source import MAX_PROXY_PIXELS, ImageSource, SquareView, resized_pixels
+from varsac.lazy_headers import LazyHeaders
 from varsac.pyramid import PyramidTIFF
 
 if TYPE_CHECKING:
@@ -245,7 +245,7 @@ def _new_cache(path: Path) -> "openslide.OpenSlideCache | None":
         return None
 
 
-class Slide:
+class Slide(LazyHeaders["_Layout"]):
     """One whole-slide image, opened lazily; safe to pickle, fork and read from many threads.
 
     ``levels``: (width, height) per level as the slide gives them, level 0 the full
@@ -256,31 +256,16 @@ class Slide:
     """
 
     def __init__(self, path: str | os.PathLike[str], channels: int = 3) -> None:
-        self.path = Path(path)
+        super().__init__(path)
         if channels not in (1, 3):
             raise ValueError(f"a slide is read with 3 channels (RGB) or 1 (grey), not {channels}")
         self.channels = channels
         _openslide(self.path)
         if not self.path.exists():
             raise FileNotFoundError(f"no whole-slide image at {self.path}")
-        self._layout: _Layout | None = None
-        self._new_lock()
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "channels": self.channels, "layout": self._layout}
-
-    def __setstate__(self, state: dict) -> None:
-        self.path = state["path"]
-        self.channels = state["channels"]
-        self._layout = state["layout"]
-        self._new_lock()
 
     def __repr__(self) -> str:
         return f"Slide({str(self.path)!r}, channels={self.channels})"
-
-    @property
-    def levels(self) -> list[tuple[int, int]]:
-        return list(self._read_layout().levels)
 
     @property
     def mpp(self) -> tuple[float, float] | None:
@@ -307,31 +292,11 @@ class Slide:
     def read_region(self, level: int, left: int, top: int, width: int, height: int) -> np.ndarray:
         """uint8 (height, width, channels): a rectangle of ``level``, which must lie inside it."""
         layout = self._read_layout()
-        self._check_level(level, layout)
-        left, top, width, height = map(operator.index, (left, top, width, height))
-        level_width, level_height = layout.levels[level]
-        inside_x = 0 <= left < left + width <= level_width
-        inside_y = 0 <= top < top + height <= level_height
-        if not (inside_x and inside_y):
-            raise ValueError(
-                f"{self.path}: rectangle left={left} top={top} width={width} height={height} "
-                f"is not inside level {level} ({level_width}×{level_height})"
-            )
+        left, top, width, height = self._checked_region(level, left, top, width, height)
         downsample = layout.downsamples[level]
         location = (round(left * downsample), round(top * downsample))  # level-0 pixels
         rgba = self._read_rgba(location, level, (width, height))
         return self._flattened(rgba, layout.background)
-
-    def read_level(self, level: int) -> np.ndarray:
-        """uint8 (height, width, channels): the whole of ``level`` (meant for small levels)."""
-        layout = self._read_layout()
-        self._check_level(level, layout)
-        return self.read_region(level, 0, 0, *layout.levels[level])
-
-    def proxy_level(self, size: int) -> int:
-        """The coarsest level whose shorter side is still at least ``size`` (else level 0)."""
-        fitting = [level for level, (w, h) in enumerate(self.levels) if min(w, h) >= size]
-        return fitting[-1] if fitting else 0
 
     def read_proxy(self, size: int) -> np.ndarray:
         """uint8 (size, size, channels): the slide resized to size² from ``proxy_level(size)``,
@@ -352,22 +317,7 @@ class Slide:
 
     # ------------------------------------------------------------------ internals
 
-    def _new_lock(self) -> None:
-        self._lock = threading.Lock()
-        self._lock_pid = os.getpid()
-
-    def _read_layout(self) -> _Layout:
-        """The levels and metadata, read on first use."""
-        if self._layout is None:
-            # a lock inherited through fork may have been held by a thread of the parent
-            if self._lock_pid != os.getpid():
-                self._new_lock()
-            with self._lock:
-                if self._layout is None:
-                    self._layout = self._layout_from_slide()
-        return self._layout
-
-    def _layout_from_slide(self) -> _Layout:
+    def _layout_from_file(self) -> _Layout:
         try:
             stat = os.stat(self.path)
         except OSError as error:
@@ -421,12 +371,6 @@ class Slide:
         grey = pyvips.Image.new_from_array(rgb, interpretation="srgb").colourspace("b-w")
         fetched = pyvips.Region.new(grey).fetch(0, 0, grey.width, grey.height)
         return np.frombuffer(fetched, np.uint8).reshape(*rgb.shape[:2], 1).copy()
-
-    def _check_level(self, level: int, layout: _Layout) -> None:
-        if not 0 <= level < len(layout.levels):
-            raise ValueError(
-                f"{self.path} has levels 0..{len(layout.levels) - 1}, level {level} was asked for"
-            )
 
 
 def _one_line(error: BaseException) -> str:
