@@ -4,10 +4,13 @@ A benchmark script runs itself as ``python SCRIPT --worker JOB ARGS…``; the wo
 prints its result as JSON on its last line of output.
 """
 
+import argparse
 import json
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 
 def peak_rss_mib() -> float:
@@ -21,3 +24,19 @@ def in_fresh_process(script: str, *args: str) -> dict:
         [sys.executable, script, "--worker", *args], check=True, capture_output=True, text=True
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def benchmark_parser(doc: str) -> argparse.ArgumentParser:
+    """The parser of a benchmark script described by ``doc``: with ``--json`` (where to write
+    the results) and the hidden ``--worker JOB ARGS…`` of ``in_fresh_process``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    return parser
+
+
+def serve(job_and_args: list[str], jobs: dict[str, Callable[..., dict]]) -> None:
+    """In a worker: run ``jobs[JOB](*ARGS)`` (arguments as strings) and print its result as
+    JSON on the last line, for ``in_fresh_process``."""
+    job, *arguments = job_and_args
+    print(json.dumps(jobs[job](*arguments)))

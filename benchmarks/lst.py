@@ -10,7 +10,6 @@ Also times one glimpse read against decoding the whole 2528² level 0.
     python benchmarks/lst.py --json lst.json [--sizes 2528 10000 40000] [--repeats 5]
 """
 
-import argparse
 import json
 import os
 import time
@@ -20,7 +19,7 @@ from tempfile import TemporaryDirectory
 import numpy as np
 import pyvips
 
-from fresh_process import in_fresh_process, peak_rss_mib
+from fresh_process import benchmark_parser, in_fresh_process, peak_rss_mib, serve
 
 BATCHES = (1, 16)
 
@@ -111,22 +110,16 @@ def read_times(path: Path, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2528, 10_000, 40_000])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        job, *rest = args.worker
-        if job == "write":
-            result = write_image(int(rest[0]), Path(rest[1]))
-        elif job == "infer":
-            result = infer(Path(rest[0]), int(rest[1]), args.repeats)
-        else:
-            result = read_times(Path(rest[0]), args.repeats)
-        print(json.dumps(result))
-        return
+        return serve(args.worker, {
+            "write": lambda size, path: write_image(int(size), Path(path)),
+            "infer": lambda path, batch: infer(Path(path), int(batch), args.repeats),
+            "reads": lambda path: read_times(Path(path), args.repeats),
+        })  # fmt: skip
 
     rows, written = [], []
     with TemporaryDirectory() as folder:

@@ -17,7 +17,6 @@ The JPEGs are kept in ``--workdir`` between runs; the conversions are redone.
 The TIFFs are read from the page cache once the first epoch has touched them.
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from fresh_process import in_fresh_process, peak_rss_mib
+from fresh_process import benchmark_parser, in_fresh_process, peak_rss_mib, serve
 
 CLASSES = ("abstract", "animals", "man-made", "nature", "None", "people")
 WIDTH, HEIGHT = 4000, 3000
@@ -140,22 +139,19 @@ def loading_and_training(root: Path, batch_size: int, epochs: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--photos", type=int, default=96)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/varsac-bench-mit5k"))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        job, *rest = args.worker
-        if job == "convert":
-            result = convert(Path(rest[0]), Path(rest[1]), int(rest[2]))
-        else:
-            result = loading_and_training(Path(rest[0]), int(rest[1]), int(rest[2]))
-        print(json.dumps(result))
-        return
+        return serve(args.worker, {
+            "convert": lambda src, dst, n: convert(Path(src), Path(dst), int(n)),
+            "train": lambda root, batch, epochs: loading_and_training(
+                Path(root), int(batch), int(epochs)
+            ),
+        })  # fmt: skip
 
     src = args.workdir / "photos"
     started = time.perf_counter()

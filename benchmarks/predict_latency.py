@@ -40,41 +40,13 @@ import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import torch
-from hydra import compose, initialize_config_module
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
-
 from mit5k import write_photos
 from varsac import Predictor
-from varsac.checkpoint import CONFIG_KEY, DATA_KEY
+from varsac.checkpoint import save_initial_checkpoint
 from varsac.data.photos import MIT5K_CLASSES
 
 MODELS = {"variational saccading": "mit5k", "resnet18, tiled": "baseline_mit5k"}
 VARSAC = Path(sys.executable).parent / "varsac"
-
-
-def untrained_checkpoint(experiment: str, path: Path) -> Path:
-    """The experiment's model with its initial weights, saved as ``varsac fit`` would."""
-    with initialize_config_module("varsac.conf", version_base="1.3"):
-        cfg = compose(
-            "fit",
-            overrides=[f"experiment={experiment}", "data.root=unused", "task.num_classes=6"],
-        )
-    torch.manual_seed(0)
-    model = instantiate(cfg.model)
-    stored = {
-        key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "task", "data")
-    }
-    torch.save(
-        {
-            "state_dict": model.state_dict(),
-            CONFIG_KEY: stored,
-            DATA_KEY: {"class_names": list(MIT5K_CLASSES), "proxy_from_image": True},
-        },
-        path,
-    )
-    return path
 
 
 def timed_cli(
@@ -120,7 +92,8 @@ def timed_api(predictor: Predictor, images: list[Path], batch_size: int) -> dict
 
 def measure(experiment: str, photo: Path, work: Path, args: argparse.Namespace, count: int) -> dict:
     """Every row of one model (see the module's docstring)."""
-    checkpoint = untrained_checkpoint(experiment, work / f"{experiment}.ckpt")
+    overrides = [f"experiment={experiment}", "data.root=unused", "task.num_classes=6"]
+    checkpoint = save_initial_checkpoint(overrides, MIT5K_CLASSES, work / f"{experiment}.ckpt")
     cache = work / "cache"
     shutil.rmtree(cache, ignore_errors=True)  # every model's first call converts
     rows = {"jpeg, first call": timed_cli(checkpoint, photo, work, args, str(args.size))}

@@ -19,7 +19,6 @@ pyramid TIFF of the same tissue (2528², the photos' size). Then, each in a fres
     python benchmarks/slides.py --size 3000 --pyramid-size 512 --reads 8 --repeats 1  # a check
 """
 
-import argparse
 import json
 import os
 import time
@@ -28,7 +27,7 @@ from tempfile import TemporaryDirectory
 
 import numpy as np
 
-from fresh_process import in_fresh_process, peak_rss_mib
+from fresh_process import benchmark_parser, in_fresh_process, peak_rss_mib, serve
 
 PATCH = 4096  # the side of the tissue patch that tiles the large slide
 MPP = 0.5
@@ -149,25 +148,19 @@ def infer(path: Path, batch: int, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--size", type=int, default=100_000, help="side of the slide")
     parser.add_argument("--pyramid-size", type=int, default=2528)
     parser.add_argument("--reads", type=int, default=200, help="glimpses timed")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        job, *rest = args.worker
-        if job == "write":
-            result = write_images(args.size, args.pyramid_size, Path(rest[0]))
-        elif job == "reads":
-            result = read_times(Path(rest[0]), args.reads)
-        else:
-            result = infer(Path(rest[0]), args.batch_size, args.repeats)
-        print(json.dumps(result))
-        return
+        return serve(args.worker, {
+            "write": lambda folder: write_images(args.size, args.pyramid_size, Path(folder)),
+            "reads": lambda folder: read_times(Path(folder), args.reads),
+            "infer": lambda path: infer(Path(path), args.batch_size, args.repeats),
+        })  # fmt: skip
 
     same = [f"--size={args.size}", f"--pyramid-size={args.pyramid_size}"]
     same += [f"--reads={args.reads}", f"--batch-size={args.batch_size}"]

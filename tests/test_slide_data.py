@@ -11,13 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from conftest import SYNTHETIC_SLIDES_SMALL, rerun_after_a_kill, varsac
 from varsac import Predictor
-from varsac.checkpoint import CONFIG_KEY, DATA_KEY
+from varsac.checkpoint import save_initial_checkpoint
 from varsac.data.glimpse_sizes import glimpse_scale_bounds
 from varsac.data.photos import PhotoDataModule
 from varsac.data.slide_index import index_slides
@@ -285,22 +282,7 @@ def untrained_slide_checkpoint(path: Path) -> Path:
         "model.cropper.window=16", "data.proxy_size=32",
         "model.proxy_encoder.channels=[8,16]", "model.vrnn.reconstruction_size=null",
     ]  # fmt: skip
-    with initialize_config_module("varsac.conf", version_base="1.3"):
-        cfg = compose("fit", overrides=overrides)
-    torch.manual_seed(0)
-    model = instantiate(cfg.model)
-    stored = {
-        key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "task", "data")
-    }
-    torch.save(
-        {
-            "state_dict": model.state_dict(),
-            CONFIG_KEY: stored,
-            DATA_KEY: {"class_names": ["normal", "tumour"], "proxy_from_image": True},
-        },
-        path,
-    )
-    return path
+    return save_initial_checkpoint(overrides, ["normal", "tumour"], path)
 
 
 def test_predict_on_a_slide_with_glimpses_in_microns(

@@ -21,6 +21,7 @@ import os
 import pickle
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +107,23 @@ def unreadable_because(path: Path, error: BaseException) -> str:
     if zipped:
         return f"is a damaged or truncated checkpoint ({size} bytes; torch: {said}): copy it again"
     return "is not a checkpoint: torch.save writes a zip archive, and this file is not one"
+
+
+def save_initial_checkpoint(
+    overrides: Sequence[str], class_names: Sequence[str], path: str | os.PathLike[str]
+) -> Path:
+    """Save the model that ``varsac fit OVERRIDES`` would train, with its initial weights
+    (seed 0), as fit saves it: what times or tests prediction without a training first."""
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    with initialize_config_module("varsac.conf", version_base="1.3"):
+        cfg = compose("fit", overrides=list(overrides))
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    stored = {
+        key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "task", "data")
+    }
+    data = {"class_names": list(class_names), "proxy_from_image": True}
+    torch.save({"state_dict": model.state_dict(), CONFIG_KEY: stored, DATA_KEY: data}, path)
+    return Path(path)
