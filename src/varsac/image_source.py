@@ -2,7 +2,7 @@
 
 An ``ImageSource`` is an image of any size, read a rectangle at a time at one of
 several resolutions: ``levels`` ((width, height) per level, level 0 the full
-resolution, each next one about half the one before), ``channels``,
+resolution, each next one coarser), ``channels``,
 ``read_region`` (uint8 pixels of a rectangle of one level) and ``read_proxy``
 (the whole image area-resized to a small square). A pyramid TIFF
 (``varsac.pyramid.PyramidTIFF``) is one, a whole-slide image (``varsac.slides.Slide``)
