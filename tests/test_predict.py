@@ -12,6 +12,7 @@ from torch import nn
 
 from conftest import varsac, write_images_to_predict
 from varsac.checkpoint import load_checkpoint
+from varsac.image_source import SquareView
 from varsac.predictor import Predictor, pixel_boxes, readable_as_is
 from varsac.pyramid import PyramidTIFF, write_pyramid
 from varsac.slides import Slide
@@ -184,15 +185,18 @@ def test_only_pyramids_with_the_models_channels_are_read_as_they_are(
 def test_slides_are_read_as_they_are_in_the_models_channels(
     svs_slide: tuple[np.ndarray, Path], tmp_path: Path
 ) -> None:
-    """A slide becomes a Slide of the model's channels (grey for a grey model), never a cached
-    pyramid; other files are converted as before."""
+    """A slide becomes a Slide of the model's channels (grey for a grey model), seen through
+    its square view (this one is 1600×1200), never a cached pyramid; other files are
+    converted as before."""
     path = svs_slide[1]
     other = write_images_to_predict(tmp_path) / "a.jpg"
     for channels in (1, 3):
         predictor = Predictor(nn.Identity(), ["a"], 32, channels, "cpu", cache_dir=tmp_path / "c")
         read, failures = predictor.sources([path, other])
         assert failures == {} and list(read) == [path, other]
-        assert isinstance(read[path], Slide) and read[path].channels == channels
+        view = read[path]
+        assert isinstance(view, SquareView) and view.levels[0] == (1600, 1600)
+        assert isinstance(view.source, Slide) and view.channels == channels
         assert isinstance(read[other], PyramidTIFF) and read[other].channels == channels
     assert len(list((tmp_path / "c").iterdir())) == 2  # the JPEG's conversions, no slide's
     resizing = Predictor(nn.Identity(), ["a"], 32, 3, "cpu", size=512, cache_dir=tmp_path / "c")

@@ -104,7 +104,8 @@ def test_pictures_on_request(predictor: Predictor, images: Path) -> None:
     (plain,) = predictor(images / "a.jpg")
     (drawn,) = predictor(images / "a.jpg", pictures=True)
     assert plain.picture is None and drawn.picture is not None
-    assert drawn.picture.glimpses.shape == (4, 1, 32, 32)
+    window = predictor.model.cropper.window  # the trained experiment's
+    assert drawn.picture.glimpses.shape == (4, 1, window, window)
     assert draw_saccades([drawn.picture]).width > 0
     assert "picture" not in drawn.record() and drawn.record()["path"] == str(images / "a.jpg")
 
