@@ -55,7 +55,7 @@ from torch import Tensor, nn
 from varsac.checkpoint import DATA_KEY, load_varsac_checkpoint, stored_config
 from varsac.data.glimpse_sizes import check_glimpse_sizes, glimpse_scale_bounds
 from varsac.data.pyramid_conversion import CONVERSION_ERRORS, convert_all, write_srgb_pyramid
-from varsac.errors import ConfigError, check_at_least
+from varsac.errors import ConfigError, check_at_least, in_one_line
 from varsac.image_source import SquareView, read_proxies, to_float
 from varsac.models.localized_spatial_transformer import LocalizedSpatialTransformer
 from varsac.models.saccades import SaccadeNetwork
@@ -445,7 +445,3 @@ class Predictor:
             for source in sources
         ]
         return torch.tensor(bounds, dtype=torch.float32)
-
-
-def in_one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())

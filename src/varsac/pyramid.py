@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
+from varsac.errors import in_one_line
 from varsac.files import atomic_path
 from varsac.lazy_headers import LazyHeaders
 
@@ -122,7 +123,9 @@ def write_pyramid(
                 keep="none",  # no orientation or colour profile that region reads would ignore
             )
         except pyvips.Error as error:
-            raise OSError(f"could not write the pyramid TIFF {path}: {_message(error)}") from error
+            raise OSError(
+                f"could not write the pyramid TIFF {path}: {in_one_line(error)}"
+            ) from error
     return path
 
 
@@ -331,7 +334,7 @@ class PyramidTIFF(LazyHeaders["_Layout"]):
             )
         except pyvips.Error as error:
             raise PyramidError(
-                f"{self.path} cannot be read as a TIFF ({_message(error)}). If the file is "
+                f"{self.path} cannot be read as a TIFF ({in_one_line(error)}). If the file is "
                 f"corrupt or truncated, write it again from its source image; if it is another "
                 f"format, {CONVERT_ADVICE}"
             ) from error
@@ -348,7 +351,7 @@ class PyramidTIFF(LazyHeaders["_Layout"]):
             yield page
         except pyvips.Error as error:
             raise PyramidError(
-                f"{self.path}: reading level {level} failed ({_message(error)}). The file is "
+                f"{self.path}: reading level {level} failed ({in_one_line(error)}). The file is "
                 "corrupt or truncated: write it again from its source image"
             ) from error
         pool.give(key, page)
@@ -359,8 +362,3 @@ def _fits_one_tile(page: pyvips.Image) -> bool:
     if not page.get_typeof("tile-width"):
         return False
     return page.width <= page.get("tile-width") and page.height <= page.get("tile-height")
-
-
-def _message(error: pyvips.Error) -> str:
-    """libvips's message on one line."""
-    return " ".join(str(error).split())

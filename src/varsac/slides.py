@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyvips
 
+from varsac.errors import in_one_line
 from varsac.image_source import MAX_PROXY_PIXELS, ImageSource, SquareView, resized_pixels
 from varsac.lazy_headers import LazyHeaders
 from varsac.pyramid import PyramidTIFF
@@ -231,7 +232,7 @@ def _open_handle(path: Path) -> "openslide.OpenSlide":
         ) from None
     except module.OpenSlideError as error:
         raise SlideError(
-            f"{path}: OpenSlide cannot open it ({_one_line(error)}); {RECOPY_ADVICE}"
+            f"{path}: OpenSlide cannot open it ({in_one_line(error)}); {RECOPY_ADVICE}"
         ) from None
 
 
@@ -353,7 +354,7 @@ class Slide(LazyHeaders["_Layout"]):
         except module.OpenSlideError as error:
             handles.drop(layout.file_id, handle)
             raise SlideError(
-                f"{self.path}: reading level {level} failed ({_one_line(error)}); {RECOPY_ADVICE}"
+                f"{self.path}: reading level {level} failed ({in_one_line(error)}); {RECOPY_ADVICE}"
             ) from None
         return np.asarray(region)
 
@@ -371,7 +372,3 @@ class Slide(LazyHeaders["_Layout"]):
         grey = pyvips.Image.new_from_array(rgb, interpretation="srgb").colourspace("b-w")
         fetched = pyvips.Region.new(grey).fetch(0, 0, grey.width, grey.height)
         return np.frombuffer(fetched, np.uint8).reshape(*rgb.shape[:2], 1).copy()
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())

@@ -19,6 +19,7 @@ from pathlib import Path
 import pyvips
 from tqdm import tqdm
 
+from varsac.errors import in_one_line
 from varsac.files import NoSpaceError
 from varsac.pyramid import open_image, write_pyramid
 
@@ -130,6 +131,6 @@ def convert_all(
         except NoSpaceError:
             raise
         except CONVERSION_ERRORS as error:
-            failures[source] = " ".join(str(error).split())
+            failures[source] = in_one_line(error)
             log.warning("could not convert %s: %s", source, failures[source])
     return failures

@@ -43,7 +43,7 @@ from varsac.data.labelled_files import (
 )
 from varsac.data.photo_index import INDEX_NAME, IndexRow, class_table, write_index
 from varsac.data.pyramid_conversion import CONVERSION_ERRORS
-from varsac.errors import ConfigError
+from varsac.errors import ConfigError, in_one_line
 from varsac.files import write_csv_atomically
 from varsac.slides import Slide, SlideSupportMissing, open_image_source, slide_vendor
 
@@ -129,7 +129,7 @@ def index_slides(
         except SlideSupportMissing as error:
             raise ConfigError(str(error)) from None
         except CONVERSION_ERRORS as error:
-            return " ".join(str(error).split())
+            return in_one_line(error)
 
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         outcomes = list(
