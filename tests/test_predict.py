@@ -205,6 +205,23 @@ def test_slides_are_read_as_they_are_in_the_models_channels(
     assert "size unset" in failures[path]
 
 
+def test_a_pyramid_read_as_it_is_is_padded_to_a_square_as_in_training(tmp_path: Path) -> None:
+    """A non-square pyramid TIFF with the model's channels is seen through its square view,
+    as the index datamodule reads it (``model_view``); a converted non-square photo keeps its
+    own shape (stretched by the glimpses, as ``data mit5k`` stretches photos)."""
+    rng = np.random.default_rng(1)
+    wide = write_pyramid(rng.integers(0, 256, (300, 500), dtype=np.uint8), tmp_path / "wide.tif")
+    square = write_pyramid(rng.integers(0, 256, (400, 400), dtype=np.uint8), tmp_path / "sq.tif")
+    photo = write_images_to_predict(tmp_path) / "a.jpg"  # 1000×700
+    predictor = Predictor(nn.Identity(), ["a"], 32, 1, "cpu", cache_dir=tmp_path / "c")
+    read, failures = predictor.sources([wide, square, photo])
+    assert failures == {}
+    assert isinstance(read[wide], SquareView) and read[wide].levels[0] == (500, 500)
+    assert isinstance(read[square], PyramidTIFF) and read[square].path == square
+    assert isinstance(read[photo], PyramidTIFF) and read[photo].levels[0] == (1000, 700)
+    assert read[photo].path != photo  # converted to grey, in the cache
+
+
 def test_slide_boxes_are_in_microns_too() -> None:
     (box,) = pixel_boxes(torch.tensor([[0.1, 0.2, 0.5, 0.6]]), 1000, 700, mpp=(0.5, 0.25))
     assert box == {

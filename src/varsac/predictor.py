@@ -8,12 +8,13 @@ An image is a path to any file libvips reads (converted once to a pyramid TIFF
 under ``cache_dir`` and reused next time: the cache key holds the file's path,
 size and modification time and the conversion settings; a pyramid TIFF with the
 model's channels is read as it is), a whole-slide image (``varsac.slides``,
-with the slides extra: read through OpenSlide as it is, never converted, and
-padded to a square with its background where it is not one, as in training:
-``slides.model_view``), a
+with the slides extra: read through OpenSlide as it is, never converted), a
 ``PyramidTIFF`` or ``Slide``, or an image in memory: a uint8 array (H, W) or
 (H, W, C), or a float tensor (C, H, W) in [0, 1], written losslessly to a
-temporary pyramid. A saccade model averages the class probabilities of
+temporary pyramid. A slide or pyramid TIFF read as it is and not square is padded
+to a square with its background, as the index datamodule reads it in training
+(``slides.model_view``); a converted image is stretched to the square, as photos
+are converted for training. A saccade model averages the class probabilities of
 ``samples`` posterior samples, run as one batch per batch of images, and
 reports their standard deviation (how sure it is); the glimpses reported are
 those of the posterior mean, boxes in pixels of the original (of a slide's
@@ -298,7 +299,12 @@ class Predictor:
     def sources(self, files: Sequence[Path]) -> tuple[dict[Path, Source], dict[Path, str]]:
         """({file: what it is read through}, {file: why it failed}), in the order of ``files``:
         a whole-slide image as a ``Slide`` (``slide``), any other file as a pyramid TIFF,
-        converted first unless it is one with the model's channels (``pyramids``)."""
+        converted first unless it is one with the model's channels (``pyramids``).
+
+        What is read as it is, a slide or a pyramid TIFF, is seen as a square as the index
+        datamodule sees it in training (``model_view``: padded with its background); a
+        converted image keeps its conversion's shape, stretched to the square as photos are
+        converted for training (``data mit5k`` with ``fit=resize``, its default)."""
         slides, failures, others = {}, {}, []
         for file in files:
             try:
@@ -309,7 +315,10 @@ class Predictor:
             except CONVERSION_ERRORS as error:
                 failures[file] = in_one_line(error)
         pyramids, failed = self.pyramids(others)
-        read = {**slides, **{file: PyramidTIFF(pyramid) for file, pyramid in pyramids.items()}}
+        read = dict(slides)
+        for file, pyramid in pyramids.items():
+            tiff = PyramidTIFF(pyramid)
+            read[file] = model_view(tiff) if pyramid == file else tiff  # as is, or converted
         return {file: read[file] for file in files if file in read}, {**failures, **failed}
 
     def slide(self, path: Path) -> Slide | SquareView:
