@@ -17,6 +17,7 @@ from varsac.models import localized_spatial_transformer as lst
 from varsac.models.classifier import NonFiniteLossError
 from varsac.models.crop_classifier import INFERENCE_CHUNK, CropClassifier
 from varsac.models.full_image import FullImageClassifier
+from varsac.models.map_pointer import MapPointer
 from varsac.models.proxy_encoder import ProxyEncoder
 from varsac.models.saccader import Saccader
 from varsac.models.saccades import SaccadeNetwork
@@ -45,6 +46,7 @@ def tiny_saccader(**kwargs) -> Saccader:
             closed_loop=kwargs.pop("closed_loop", False),
             reconstruction_size=kwargs.pop("reconstruction_size", None),
             prior=kwargs.pop("prior", "learnt"),
+            where=kwargs.pop("where", "dense"),
         ),
         cropper=SpatialTransformer(window=8),
         crop_classifier=CropClassifier(1, 10, channels=(8, 16), hidden=16),
@@ -175,6 +177,53 @@ def test_saccader_trains_and_every_parameter_gets_a_gradient() -> None:
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert not missing, missing
+
+
+def test_the_map_pointer_points_at_the_cell_its_attention_picks() -> None:
+    """Keys that single out channel 0 and a map hot at row 1, column 3 of 4 × 4: the point
+    is that cell's centre, x along the columns (the crops' frame)."""
+    pointer = MapPointer(map_channels=2, hidden_dim=8, width=16)
+    with torch.no_grad():
+        pointer.key.weight.zero_()
+        pointer.key.weight[:, 0] = 10.0
+        pointer.key.bias.zero_()
+        pointer.query.weight.zero_()
+        pointer.query.bias.zero_()
+        pointer.score.weight.fill_(1.0)
+    feature_map = torch.zeros(2, 2, 4, 4)
+    feature_map[0, 0, 1, 3] = 1.0
+    feature_map[1, 0, 3, 0] = 1.0
+    feature_map[:, 1] = torch.rand(2, 4, 4)  # channel 1 is not looked at
+    keys = pointer.keys(feature_map)
+    weights = pointer.weights(keys, torch.randn(2, 8))
+    torch.testing.assert_close(weights.sum((1, 2)), torch.ones(2))
+    point = pointer.point(keys, torch.randn(2, 8))
+    expected = torch.tensor([[0.75, -0.25], [-0.75, 0.75]])  # (x, y) of the two hot cells
+    torch.testing.assert_close(point, expected, atol=1e-3, rtol=0)
+
+
+def test_a_vrnn_with_where_map_centres_its_saccades_where_locate_points() -> None:
+    vrnn = VRNN(12, 1, 8, steps=3, hidden_dim=16, where="map").eval()
+    centre = torch.tensor([[0.5, -0.25], [-0.9, 0.1]])
+    rollout = vrnn(torch.randn(2, 12), None, sample=False, locate=lambda hidden: centre)
+    torch.testing.assert_close(rollout.latents[..., 1:3].tanh(), centre[:, None].expand(2, 3, 2))
+    with pytest.raises(ValueError, match="where=map needs locate"):
+        vrnn(torch.randn(2, 12), None, sample=False)
+    dense = VRNN(12, 1, 8, steps=3, hidden_dim=16)
+    with pytest.raises(ValueError, match="locate is for where=map"):
+        dense(torch.randn(2, 12), None, sample=False, locate=lambda hidden: centre)
+    with pytest.raises(ValueError, match="where must be one of"):
+        VRNN(12, 1, 8, where="everywhere")
+
+
+@pytest.mark.parametrize("closed_loop", [False, True])
+def test_a_saccader_pointing_on_the_map_trains_every_parameter(closed_loop: bool) -> None:
+    model = tiny_saccader(where="map", closed_loop=closed_loop, train_samples=2, policy_gradient=1)
+    loss, _, _ = model.objective(tiny_batch(), sample=True)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not missing, missing
+    assert model.map_pointer is not None and tiny_saccader().map_pointer is None
 
 
 def test_the_policy_loss_weighs_each_look_s_score_by_its_nll_above_the_others() -> None:
@@ -319,11 +368,12 @@ def test_inference_skips_the_elbo_and_only_the_elbo() -> None:
     torch.testing.assert_close(fast.crops, full.crops)
 
 
-def test_the_saccade_network_loads_a_saccader_and_looks_the_same() -> None:
-    model = tiny_saccader(closed_loop=True).eval()
+@pytest.mark.parametrize("where", ["dense", "map"])
+def test_the_saccade_network_loads_a_saccader_and_looks_the_same(where: str) -> None:
+    model = tiny_saccader(closed_loop=True, where=where).eval()
     network = SaccadeNetwork(
         proxy_encoder=ProxyEncoder(1, 16, channels=(8, 16), feature_dim=32),
-        vrnn=VRNN(32, 1, 16, steps=3, hidden_dim=32, closed_loop=True),
+        vrnn=VRNN(32, 1, 16, steps=3, hidden_dim=32, closed_loop=True, where=where),
         cropper=SpatialTransformer(window=8),
         crop_classifier=CropClassifier(1, 10, channels=(8, 16), hidden=16),
         task=SetClassification(10, 2),

@@ -16,6 +16,8 @@ class ProxyEncoder(nn.Module):
     """Encodes the proxy once per image.
 
     (B, C, P, P) proxy → (B, feature_dim) features; every stage halves the side.
+    ``encode`` also gives the last stage's (B, map_channels, s, s) map, before it is
+    flattened, for a VRNN that points at places on it (``MapPointer``).
     """
 
     def __init__(
@@ -30,13 +32,20 @@ class ProxyEncoder(nn.Module):
         for out in channels:
             stages.append(conv_block(width, out, stride=2))
             width, side = out, (side + 1) // 2
-        self.features = nn.Sequential(*stages, nn.Flatten())
+        self.features = nn.Sequential(*stages)
         self.project = nn.Sequential(
             nn.Linear(width * side * side, feature_dim),
             nn.LayerNorm(feature_dim),
             nn.ReLU(inplace=True),
         )
         self.feature_dim = feature_dim
+        self.map_channels = width
 
     def forward(self, proxy: Tensor) -> Tensor:
-        return self.project(self.features(proxy))
+        return self.encode(proxy)[0]
+
+    def encode(self, proxy: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, C, P, P) proxy → (B, feature_dim) features and the (B, map_channels, s, s)
+        map they are projected from."""
+        feature_map = self.features(proxy)
+        return self.project(feature_map.flatten(1)), feature_map

@@ -8,12 +8,14 @@ imports neither Lightning nor its metrics.
 """
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from varsac.models.crop_classifier import CropClassifier
+from varsac.models.map_pointer import MapPointer
 from varsac.models.proxy_encoder import ProxyEncoder
 from varsac.models.spatial_transformer import crop_boxes, crops_from_latents
 from varsac.models.vrnn import VRNN, Rollout
@@ -42,8 +44,9 @@ class Saccading:
     """The parts of a saccade model and how it looks, for an ``nn.Module`` to mix in.
 
     ``add_parts`` registers the proxy encoder, the VRNN, the cropper, the crop
-    classifier and, in the closed loop, φ_g (``glimpse_embedding``: a glimpse's
-    features → the VRNN's cell input).
+    classifier, in the closed loop φ_g (``glimpse_embedding``: a glimpse's features →
+    the VRNN's cell input) and, for a VRNN with ``where="map"``, the ``map_pointer``
+    that picks the saccades' centres on the proxy encoder's map.
     """
 
     proxy_encoder: ProxyEncoder
@@ -51,6 +54,7 @@ class Saccading:
     cropper: nn.Module
     crop_classifier: CropClassifier
     glimpse_embedding: nn.Module | None
+    map_pointer: MapPointer | None
     min_scale: float
     max_scale: float
 
@@ -73,6 +77,9 @@ class Saccading:
             nn.Sequential(nn.Linear(crop_classifier.feature_dim, vrnn.hidden_dim), nn.ReLU())
             if vrnn.closed_loop
             else None
+        )
+        self.map_pointer = (
+            MapPointer(proxy_encoder.map_channels, vrnn.hidden_dim) if vrnn.where == "map" else None
         )
 
     def saccade(
@@ -117,15 +124,20 @@ class Saccading:
             seen.append(self.crop_classifier.encode(glimpse))
             return seen[-1]
 
-        features = self.proxy_encoder(proxy).repeat_interleave(looks, 0)  # (N, F)
+        features, feature_map = self.proxy_encoder.encode(proxy)
+        features = features.repeat_interleave(looks, 0)  # (N, F)
         target = proxy.repeat_interleave(looks, 0) if elbo else None
+        locate = None
+        if self.map_pointer is not None:
+            keys = self.map_pointer.keys(feature_map).repeat_interleave(looks, 0)  # (N, A, s, s)
+            locate = partial(self.map_pointer.point, keys)  # (N, hidden) state → (N, 2) centre
         if self.glimpse_embedding is None:
-            rollout = self.vrnn(features, target, sample)
+            rollout = self.vrnn(features, target, sample, locate=locate)
             look(rollout.latents)
         else:
             embedding = self.glimpse_embedding
             rollout = self.vrnn(
-                features, target, sample, lambda z: embedding(look(z[:, None])[:, 0])
+                features, target, sample, lambda z: embedding(look(z[:, None])[:, 0]), locate
             )
         log_probs = self.crop_classifier.classify(torch.cat(seen, 1)).log_softmax(dim=-1)
         return Saccades(log_probs, torch.cat(crops, 1), torch.cat(glimpses, 1), rollout)

@@ -14,6 +14,12 @@ In the closed loop, φ_g(g_t) is the embedding of the glimpse z_t pointed at
 DRAM. Without it each step sees only the proxy and its own earlier latents,
 which is all there is to go on only while the proxy shows the objects.
 
+With ``where="map"`` the posterior's mean of the centre coordinates (z₁, z₂) is
+atanh of the point that attention over the proxy encoder's map picks given h
+(``locate``: map_pointer.py), not the dense layer's: the crop's centre is then that
+point times (1 − scale). Its scale, its spread and the other coordinates stay the
+dense layer's.
+
 The latent z_t ∈ R^latent_dim is what the saccade is made of: its first three
 coordinates become the crop's scale and centre (see spatial_transformer.py).
 """
@@ -31,7 +37,10 @@ from varsac.errors import check_at_least
 
 # (B, latent_dim) latent → (B, hidden_dim) embedding of the glimpse it points at
 Look = Callable[[Tensor], Tensor]
+# (B, hidden_dim) recurrent state → (B, 2) the centre (x, y) in (−1, 1) it points at on the proxy
+Locate = Callable[[Tensor], Tensor]
 PRIORS = ("learnt", "standard")
+WHERES = ("dense", "map")
 
 
 @dataclass
@@ -156,6 +165,8 @@ class VRNN(nn.Module):
     posterior, so the KL never pulls the saccades anywhere; ``"standard"`` fixes it to
     N(0, I), so that β·KL pulls every latent towards the image's centre and a middling
     scale and keeps its spread (the crops' tanh and sigmoid unsaturated, and exploring).
+    ``where="dense"`` (the paper's) reads the saccade's centre off the features with the
+    rest of the posterior; ``"map"`` takes it from ``locate`` (the module's docstring).
     """
 
     def __init__(
@@ -171,10 +182,14 @@ class VRNN(nn.Module):
         closed_loop: bool = False,
         reconstruction_size: int | None = None,
         prior: str = "learnt",
+        where: str = "dense",
     ) -> None:
         super().__init__()
         if prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+        if where not in WHERES:
+            raise ValueError(f"where must be one of {WHERES}, got {where!r}")
+        self.where = where
         reconstruction_size = reconstruction_size or proxy_size
         if reconstruction_size > proxy_size:
             raise ValueError(
@@ -207,20 +222,31 @@ class VRNN(nn.Module):
         self.cell = nn.GRUCell(feature_dim + hidden_dim + seen, hidden_dim)
 
     def forward(
-        self, features: Tensor, proxy: Tensor | None, sample: bool, look: Look | None = None
+        self,
+        features: Tensor,
+        proxy: Tensor | None,
+        sample: bool,
+        look: Look | None = None,
+        locate: Locate | None = None,
     ) -> Rollout:
         """``proxy``: the (B, C, P, P) proxy that the ELBO's decoder reconstructs, or None
         for the latents alone. ``look`` (the closed loop's): (B, latent_dim) latent →
         (B, hidden_dim) embedding of the glimpse it points at, called once per step, in
-        order."""
+        order. ``locate`` (``where="map"``'s): (B, hidden_dim) state → (B, 2) centre."""
         if self.closed_loop and look is None:
             raise ValueError("a closed-loop VRNN needs look")
+        if self.where == "map" and locate is None:
+            raise ValueError("a VRNN with where=map needs locate")
+        if self.where == "dense" and locate is not None:
+            raise ValueError("locate is for where=map, and this VRNN has where=dense")
         hidden = features.new_zeros(features.shape[0], self.hidden_dim)
         if proxy is not None and proxy.shape[-1] != self.reconstruction_size:
             proxy = F.adaptive_avg_pool2d(proxy, self.reconstruction_size)  # area-downsampled
         latents, kls, nlls, scores = [], [], [], []
         for _ in range(self.steps):
             posterior = self.posterior(torch.cat([features, hidden], dim=-1))
+            if locate is not None:
+                posterior = centred_on(posterior, locate(hidden))
             latent = posterior.rsample() if sample else posterior.mean
             embedded = self.embed_latent(latent)
             latents.append(latent)
@@ -246,3 +272,11 @@ class VRNN(nn.Module):
             zeros = hidden.new_zeros(hidden.shape[0], self.latent_dim)
             return Normal(zeros, torch.ones_like(zeros), validate_args=False)
         return self.prior(hidden)
+
+
+def centred_on(posterior: Normal, centre: Tensor) -> Normal:
+    """``posterior`` with the mean of z₁ and z₂ set to atanh(centre), (B, 2) in (−1, 1), so
+    that tanh(z) (the crop's centre before the (1 − scale) margin) is the point itself."""
+    mean = posterior.mean
+    mean = torch.cat([mean[..., :1], torch.atanh(centre), mean[..., 3:]], dim=-1)
+    return Normal(mean, posterior.stddev, validate_args=False)
