@@ -4,7 +4,8 @@ A row is ``NAME=OVERRIDES`` (the Hydra overrides of one run, space-separated).
 Each row runs ``varsac fit`` in a fresh process under ``--output-root`` and is
 read back from the run directory it leaves (``csv/metrics.csv`` for the
 validation figures per epoch, ``results.json`` for the test figures), or, with
-``--collect NAME=RUN_DIR``, read from a run that finished already. Rows are
+``--collect NAME=RUN_DIR``, read from a run that finished already (its minutes
+from the first and last time stamps of its ``fit.log``). Rows are
 merged into ``--json`` by name, so a table grows over several sessions. Prints
 the table.
 
@@ -19,7 +20,7 @@ import shlex
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import torch
@@ -42,6 +43,19 @@ def validation_curve(run_dir: Path) -> list[dict[str, float]]:
             if figures:
                 curve.setdefault(int(row["epoch"]), {"epoch": int(row["epoch"])}).update(figures)
     return [curve[epoch] for epoch in sorted(curve)]
+
+
+def logged_minutes(run_dir: Path) -> float | None:
+    """Minutes from the first to the last time-stamped line of the run's ``fit.log``."""
+    log = run_dir / "fit.log"
+    if not log.is_file():
+        return None
+    stamps = [
+        datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+        for line in log.read_text(errors="replace").splitlines()
+        if line.startswith("[20") and len(line) > 24
+    ]
+    return (stamps[-1] - stamps[0]).total_seconds() / 60 if stamps else None
 
 
 def read_run(name: str, run_dir: Path, minutes: float | None) -> dict:
@@ -105,7 +119,7 @@ def main() -> None:
     new_rows = []
     for spec in args.collect:
         name, run_dir = spec.split("=", 1)
-        new_rows.append(read_run(name, Path(run_dir), None))
+        new_rows.append(read_run(name, Path(run_dir), logged_minutes(Path(run_dir))))
     for spec in args.run:
         name, overrides = spec.split("=", 1)
         new_rows.append(fit(name, overrides, args.output_root))

@@ -248,8 +248,8 @@ def _write_slides(
 def generate_synthetic_slides(
     dst: str | os.PathLike[str],
     *,
-    n: int = 24,
-    test_n: int = 8,
+    n: int = 96,
+    test_n: int = 32,
     val: float = 0.2,
     seed: int = 0,
     sides: tuple[int, int] = SIDES,
