@@ -107,7 +107,7 @@ def train(draws, val, steps: int, seed: int) -> list[dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path("~/.cache/varsac/synthetic_slides"))
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--draws", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
@@ -133,12 +133,13 @@ def main() -> None:
         curve = train(train_draws, val, args.steps, args.seed)
         rows[name] = {"glimpse_microns": microns, "draws": draws, "curve": curve,
                       "slides": {"train": len(train_draws[0][1]), "val": len(val[1])}}  # fmt: skip
-    print(f"\n{'glimpses':<22} {'µm':>6} " + " ".join(f"{s:>11}" for s in (0, 150, 300, 600)))
+    shown = sorted({round(args.steps * k / 6 / 50) * 50 for k in range(7)})  # steps in the table
+    print(f"\n{'glimpses':<22} {'µm':>6} " + " ".join(f"{s:>11}" for s in shown))
     for name, row in rows.items():
         points = {point["step"]: point for point in row["curve"]}
         cells = [
             f"{points[s]['train']:.2f}/{points[s]['val']:.2f}" if s in points else "-"
-            for s in (0, 150, 300, 600)
+            for s in shown
         ]
         print(f"{name:<22} {row['glimpse_microns']:>6.0f} " + " ".join(f"{c:>11}" for c in cells))
     print("(train/val accuracy at each step)")
