@@ -13,6 +13,7 @@ from torch import nn
 from conftest import varsac, write_images_to_predict
 from varsac.checkpoint import load_checkpoint
 from varsac.image_source import SquareView
+from varsac.predict import find_images
 from varsac.predictor import Predictor, pixel_boxes, readable_as_is
 from varsac.pyramid import PyramidTIFF, write_pyramid
 from varsac.slides import Slide
@@ -203,6 +204,30 @@ def test_slides_are_read_as_they_are_in_the_models_channels(
     _, failures = resizing.sources([path])
     assert "slide.svs: a whole-slide image is read at its own levels" in failures[path]
     assert "size unset" in failures[path]
+
+
+def test_slides_that_libvips_does_not_read_are_inputs_too(
+    svs_slide: tuple[np.ndarray, Path], tmp_path: Path
+) -> None:
+    """A folder with an SVS (a TIFF to libvips), a MIRAX index OpenSlide cannot open (no
+    libvips loader knows .mrxs), a JPEG and a text file: the slides are images to predict;
+    the bad one then fails with OpenSlide's reason, not libvips's; the text is skipped."""
+    (tmp_path / "in").mkdir()
+    folder = write_images_to_predict(tmp_path / "in")
+    svs = folder / "slide.svs"
+    svs.write_bytes(svs_slide[1].read_bytes())
+    mirax = folder / "scan.mrxs"
+    mirax.write_text("[GENERAL]\nSLIDE_VERSION = 01.02\n")  # its data folder is missing
+    (folder / "notes.txt").write_text("not an image")
+    found = find_images(folder)
+    assert [p.name for p in found.images] == ["a.jpg", "b.png", "c.tif", "scan.mrxs", "slide.svs"]
+    assert list(found.skipped) == [folder / "notes.txt"] and found.failed == {}
+    assert find_images(mirax).images == [mirax]  # alone, too
+    predictor = Predictor(nn.Identity(), ["a"], 32, 3, "cpu", cache_dir=tmp_path / "c")
+    read, failures = predictor.sources([mirax, svs])
+    assert isinstance(read[svs], SquareView) and list(failures) == [mirax]
+    assert "OpenSlide recognises no whole-slide image" in failures[mirax]
+    assert "no libvips loader" not in failures[mirax]
 
 
 def test_a_pyramid_read_as_it_is_is_padded_to_a_square_as_in_training(tmp_path: Path) -> None:

@@ -4,11 +4,12 @@ A loop over ``varsac.Predictor`` (predictor.py, which says how images are
 converted, cached and predicted), ``batch_size`` images at a time. Inputs are
 image files of any size in any format the installed libvips reads (JPEG, PNG,
 TIFF, WebP, HEIF/AVIF, GIF, SVG…: ``varsac.image_files`` asks libvips, by
-content); whole-slide images among them (SVS, NDPI and the other TIFF-based
-formats that libvips recognises) are read as they are through OpenSlide
-(``varsac.slides``, with the slides extra). A file libvips recognises but
-cannot decode, or one named like an image that holds none, failed (the command
-exits 1); a file that is no image is skipped; both are listed with the reason.
+content); whole-slide images among them (any file OpenSlide recognises, or named
+like a slide: SVS, NDPI, MIRAX, DICOM…) are read as they are through OpenSlide
+(``varsac.slides``, with the slides extra), whether libvips reads them or not.
+A file libvips recognises but cannot decode, or one named like an image that
+holds none, failed (the command exits 1); a file that is no image is skipped;
+both are listed with the reason.
 An image that fails while its batch is predicted fails alone: the batch is
 predicted again image by image.
 
@@ -28,6 +29,7 @@ Outputs, in the run directory:
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from varsac.files import replace_atomically, write_csv_atomically, write_png_ato
 from varsac.image_files import SortedFiles, readable_formats, sort_files
 from varsac.predictor import PICTURE_SIDE, Prediction, Predictor
 from varsac.run import run_dir
+from varsac.slides import SlideSupportMissing, reads_as_slide
 from varsac.viz import draw_saccades
 
 log = logging.getLogger(__name__)
@@ -70,7 +73,7 @@ def find_images(path: Path) -> SortedFiles:
     """The file ``path``, or the files under the folder ``path`` (recursively, sorted, hidden
     files and folders left out), sorted into images, failed and skipped files."""
     if path.is_file():
-        found = sort_files([path])
+        found = sort_inputs([path])
         if not found.images:
             (reason,) = {**found.failed, **found.skipped}.values()
             raise FileNotFoundError(f"input={path}: {reason}")
@@ -82,7 +85,7 @@ def find_images(path: Path) -> SortedFiles:
         for p in path.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
-    found = sort_files(files)
+    found = sort_inputs(files)
     if not found.images:
         rejected = {**found.failed, **found.skipped}
         example = next((f" (e.g. {p.name}: {reason})" for p, reason in rejected.items()), "")
@@ -91,6 +94,29 @@ def find_images(path: Path) -> SortedFiles:
             f"it reads {readable_formats()}"
         )
     return found
+
+
+def sort_inputs(files: Sequence[Path]) -> SortedFiles:
+    """``files`` sorted as ``sort_files`` sorts them, but for whole-slide images that libvips
+    does not read (MIRAX, DICOM…): they are images too, which the predictor opens through
+    OpenSlide (or fails with OpenSlide's reason, or with what to install)."""
+    found = sort_files(files)
+    slides = {path for path in [*found.failed, *found.skipped] if is_slide(path)}
+    for path in slides:
+        found.failed.pop(path, None)
+        found.skipped.pop(path, None)
+    images = set(found.images) | slides
+    found.images = [path for path in files if path in images]
+    return found
+
+
+def is_slide(path: Path) -> bool:
+    """Whether ``path`` reads as a slide (``reads_as_slide``); a file named like one is, when
+    OpenSlide is missing, so that the predictor says what to install."""
+    try:
+        return reads_as_slide(path)
+    except SlideSupportMissing:
+        return True
 
 
 def picture_name(source: Path, root: Path) -> str:
