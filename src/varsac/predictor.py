@@ -14,7 +14,8 @@ with the slides extra: read through OpenSlide as it is, never converted), a
 temporary pyramid. A slide or pyramid TIFF read as it is and not square is padded
 to a square with its background, as the index datamodule reads it in training
 (``slides.model_view``); a converted image is stretched to the square, as photos
-are converted for training. A saccade model averages the class probabilities of
+are converted for training. An image in memory is read as a pyramid TIFF of its
+pixels would be. A saccade model averages the class probabilities of
 ``samples`` posterior samples, run as one batch per batch of images, and
 reports their standard deviation (how sure it is); the glimpses reported are
 those of the posterior mean, boxes in pixels of the original (of a slide's
@@ -285,8 +286,8 @@ class Predictor:
             sources, failures = self.sources(files)
             for path, reason in failures.items():
                 raise ImageError(f"{path}: {reason}")
-            ordered = [
-                (path, sources[file] if file in sources else PyramidTIFF(file))
+            ordered = [  # an image in memory is read as the pyramid of its pixels would be
+                (path, sources[file] if file in sources else model_view(PyramidTIFF(file)))
                 for path, file in entries
             ]
             predictions = []
