@@ -24,6 +24,7 @@ its glimpses go: the policy. Prints the table, writes JSON.
 
 import argparse
 import csv
+import functools
 import json
 import platform
 import random
@@ -48,16 +49,23 @@ BATCH = 8  # data.batch_size
 SPREAD = 0.8  # random centres within this middle share of each side
 
 
-def glimpses(root: Path, split: str, microns: float, on_tumour: bool, rng: random.Random):
-    """(N, GLIMPSES, 3, WINDOW, WINDOW) glimpses of ``microns`` a side of the split's slides,
-    and their (N,) labels (1: tumour)."""
+@functools.cache
+def slide_set(root: Path) -> tuple[list, dict[str, list[dict[str, str]]]]:
+    """The index's rows and {slide path: its tumour boxes}, read once for every draw."""
     tumours = defaultdict(list)
     with open(root / "tumours.csv", newline="") as handle:
         for box in csv.DictReader(handle):
             tumours[box["path"]].append(box)
+    return read_index(root), tumours
+
+
+def glimpses(root: Path, split: str, microns: float, on_tumour: bool, rng: random.Random):
+    """(N, GLIMPSES, 3, WINDOW, WINDOW) glimpses of ``microns`` a side of the split's slides,
+    and their (N,) labels (1: tumour)."""
+    rows, tumours = slide_set(root)
     cropper = LocalizedSpatialTransformer(window=WINDOW)
     images, labels = [], []
-    for row in (row for row in read_index(root) if row.split == split):
+    for row in (row for row in rows if row.split == split):
         view = model_view(open_image_source(root / row.path))
         side = view.levels[0][0]
         scale = min(1.0, microns / microns_per_pixel(view) / side)
