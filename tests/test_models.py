@@ -17,7 +17,7 @@ from varsac.models import localized_spatial_transformer as lst
 from varsac.models.classifier import NonFiniteLossError
 from varsac.models.crop_classifier import INFERENCE_CHUNK, CropClassifier
 from varsac.models.full_image import FullImageClassifier
-from varsac.models.map_pointer import MapPointer
+from varsac.models.map_pointer import CellDraw, MapPointer
 from varsac.models.proxy_encoder import ProxyEncoder
 from varsac.models.saccader import Saccader
 from varsac.models.saccades import SaccadeNetwork
@@ -210,15 +210,94 @@ def test_a_vrnn_with_where_map_centres_its_saccades_where_locate_points() -> Non
     with pytest.raises(ValueError, match="where=map needs locate"):
         vrnn(torch.randn(2, 12), None, sample=False)
     dense = VRNN(12, 1, 8, steps=3, hidden_dim=16)
-    with pytest.raises(ValueError, match="locate is for where=map"):
+    with pytest.raises(ValueError, match="locate is for where=map or cells"):
         dense(torch.randn(2, 12), None, sample=False, locate=lambda hidden: centre)
     with pytest.raises(ValueError, match="where must be one of"):
         VRNN(12, 1, 8, where="everywhere")
 
 
-@pytest.mark.parametrize("closed_loop", [False, True])
-def test_a_saccader_pointing_on_the_map_trains_every_parameter(closed_loop: bool) -> None:
-    model = tiny_saccader(where="map", closed_loop=closed_loop, train_samples=2, policy_gradient=1)
+def hot_pointer(hidden_dim: int = 8, hot_channel: int = 0) -> MapPointer:
+    """A pointer whose attention logit at a cell is 10 tanh(v) / tanh(1), v the map's channel
+    ``hot_channel`` there, whatever the state."""
+    pointer = MapPointer(map_channels=2, hidden_dim=hidden_dim, width=1)
+    with torch.no_grad():
+        pointer.key.weight.zero_()
+        pointer.key.weight[:, hot_channel] = 1.0
+        pointer.key.bias.zero_()
+        pointer.query.weight.zero_()
+        pointer.query.bias.zero_()
+        pointer.score.weight.fill_(10.0 / np.tanh(1.0))
+        pointer.score.bias.zero_()
+    return pointer
+
+
+def test_a_cell_draw_takes_a_new_cell_each_step_likeliest_first_in_evaluation() -> None:
+    """Three hot cells of a 4 × 4 map, hotter and hotter: evaluation takes them in that
+    order and never one twice; training draws among them; the log-probability is the
+    attention's over the cells not yet taken."""
+    feature_map = torch.zeros(1, 2, 4, 4)
+    feature_map[0, 0, 0, 1], feature_map[0, 0, 2, 2], feature_map[0, 0, 3, 0] = 1.0, 0.9, 0.8
+    pointer = hot_pointer()
+    keys = pointer.keys(feature_map)
+    draw = CellDraw(pointer, keys, sample=False)
+    assert draw.half_side == 0.25
+    centres = [draw(torch.randn(1, 8))[0][0].tolist() for _ in range(3)]
+    assert centres == [[-0.25, -0.75], [0.25, 0.25], [-0.75, 0.75]]  # (x, y) of each cell
+    torch.manual_seed(0)
+    draw = CellDraw(pointer, keys.expand(500, -1, -1, -1), sample=True)
+    drawn = [draw(torch.randn(500, 8)) for _ in range(2)]
+    cells = torch.stack([centre for centre, _ in drawn], 1)  # (500, 2 steps, 2)
+    assert (cells[:, 0] != cells[:, 1]).any(-1).all()  # no cell twice in a rollout
+    logits = 10.0 * torch.tensor([1.0, 0.9, 0.8] + [0.0] * 13).tanh() / np.tanh(1.0)
+    first = torch.stack(
+        [
+            (cells[:, 0] == torch.tensor(c)).all(-1).float().mean()
+            for c in ([-0.25, -0.75], [0.25, 0.25], [-0.75, 0.75])
+        ]
+    )
+    torch.testing.assert_close(first, logits.softmax(0)[:3], atol=0.07, rtol=0)
+    torch.testing.assert_close(drawn[0][1][0], logits.log_softmax(0)[0], atol=1e-4, rtol=0)
+    taken = CellDraw(pointer, pointer.keys(torch.zeros(1, 2, 1, 1)), sample=True)
+    taken(torch.randn(1, 8))
+    with pytest.raises(ValueError, match="every one of the map's 1 cells is taken"):
+        taken(torch.randn(1, 8))
+
+
+def test_a_vrnn_with_where_cells_places_each_crop_inside_the_cell_drawn() -> None:
+    vrnn = VRNN(12, 1, 8, steps=3, hidden_dim=16, where="cells")
+    pointer = hot_pointer(hidden_dim=16)
+    keys = pointer.keys(torch.rand(2, 2, 4, 4))
+    rollout = vrnn(
+        torch.randn(2, 12), torch.rand(2, 1, 8, 8), True, locate=CellDraw(pointer, keys, True)
+    )
+    place = rollout.latents[..., 1:3].tanh()  # (2, 3, 2)
+    cells = ((place + 1) * 2).floor()  # the column and row of the cell each centre is in
+    assert (place.abs() < 1).all() and len({tuple(c) for c in cells[0].tolist()}) == 3
+    assert rollout.cell_log_prob.shape == (2, 3) and (rollout.cell_log_prob < 0).all()
+    # the policy gradient's score counts the draw of the cell as well as the Gaussian's
+    assert (rollout.log_posterior < 0).all()
+    with pytest.raises(ValueError, match="where=cells needs locate"):
+        vrnn(torch.randn(2, 12), None, sample=False)
+
+
+@pytest.mark.parametrize(
+    ("where", "closed_loop", "policy_gradient"),
+    [
+        ("map", False, 1),
+        ("map", True, 1),
+        ("cells", False, 0),
+        ("cells", True, 0),
+        ("cells", True, 1),
+    ],
+)
+def test_a_saccader_pointing_on_the_map_trains_every_parameter(
+    where: str, closed_loop: bool, policy_gradient: float
+) -> None:
+    """With ``cells`` the attention learns even without the score function, through the
+    glimpse features' a/⊥a."""
+    model = tiny_saccader(
+        where=where, closed_loop=closed_loop, train_samples=2, policy_gradient=policy_gradient
+    )
     loss, _, _ = model.objective(tiny_batch(), sample=True)
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
@@ -368,7 +447,7 @@ def test_inference_skips_the_elbo_and_only_the_elbo() -> None:
     torch.testing.assert_close(fast.crops, full.crops)
 
 
-@pytest.mark.parametrize("where", ["dense", "map"])
+@pytest.mark.parametrize("where", ["dense", "map", "cells"])
 def test_the_saccade_network_loads_a_saccader_and_looks_the_same(where: str) -> None:
     model = tiny_saccader(closed_loop=True, where=where).eval()
     network = SaccadeNetwork(

@@ -1,15 +1,24 @@
-"""Where on the proxy to look: attention over the proxy encoder's map, and its soft-argmax.
+"""Where on the proxy to look: attention over the proxy encoder's map.
 
-With ``vrnn.where=map`` the centre of each saccade is not read off the pooled proxy
-features by a dense layer, which must learn for every place apart what is worth a look
-there. It is a weighted mean of the places of the proxy encoder's last map:
+With ``vrnn.where`` = ``map`` or ``cells`` the place of each saccade is not read off the
+pooled proxy features by a dense layer, which must learn for every place apart what is
+worth a look there. It comes from attention over the cells of the proxy encoder's last map:
 
-    a_t = softmax_ij( v · tanh(K m_ij + Q h_t) ),      centre_t = Σ_ij a_t,ij · p_ij
+    a_t = softmax_ij( v · tanh(K m_ij + Q h_t) )
 
 m_ij the map's features at cell (i, j), p_ij that cell's centre in the normalised frame
 and h_t the VRNN's state (what it has seen in the closed loop). K and v are the same at
-every cell, so "look at what looks like this" is one set of weights wherever the thing
-is, and the centre's gradient moves the weight towards the cells where looking helps.
+every cell, so "look at what looks like this" is one set of weights wherever the thing is.
+
+- ``map``: the centre is the attention's mean place, Σ_ij a_t,ij · p_ij, and its gradient
+  moves the weight towards the cells where looking helps. An even attention points at
+  the middle of everything, which on a sparse image shows nothing.
+- ``cells``: a cell is drawn from a_t (``CellDraw``), one the rollout has not drawn yet,
+  and the crop lands inside it. Every glimpse looks at some real place from the first step.
+  A draw has no pathwise gradient; the attention learns through the glimpse's features
+  weighted by a/⊥a (1 in value, ∇log a in gradient: attention sampling's estimator, ATS,
+  Katharopoulos & Fleuret 2019), and through the score function when
+  ``model.policy_gradient`` > 0.
 """
 
 import torch
@@ -17,10 +26,10 @@ from torch import Tensor, nn
 
 
 class MapPointer(nn.Module):
-    """(B, map_channels, s, s) proxy map and (B, hidden_dim) state → (B, 2) centre (x, y).
+    """Attention over a (B, map_channels, s, s) proxy map, queried by the (B, hidden_dim) state.
 
-    The centre is in (−1, 1)², the frame of the crops (x along the width). ``keys``
-    runs once per image, ``point`` once per step.
+    Places are in (−1, 1)², the frame of the crops (x along the width). ``keys`` runs once
+    per image, the rest once per step.
     """
 
     def __init__(self, map_channels: int, hidden_dim: int, width: int = 64) -> None:
@@ -34,16 +43,56 @@ class MapPointer(nn.Module):
         from step to step."""
         return self.key(feature_map)
 
+    def logits(self, keys: Tensor, hidden: Tensor) -> Tensor:
+        """(B, width, s, s) keys and (B, hidden_dim) state → (B, s·s) attention logits, the
+        cells in row-major order."""
+        return self.score(torch.tanh(keys + self.query(hidden)[:, :, None, None])).flatten(1)
+
     def weights(self, keys: Tensor, hidden: Tensor) -> Tensor:
         """(B, width, s, s) keys and (B, hidden_dim) state → (B, s, s) attention, summing to 1."""
-        logits = self.score(torch.tanh(keys + self.query(hidden)[:, :, None, None]))
-        return logits.flatten(1).softmax(-1).view(keys.shape[0], *keys.shape[2:])
+        return self.logits(keys, hidden).softmax(-1).view(keys.shape[0], *keys.shape[2:])
 
     def point(self, keys: Tensor, hidden: Tensor) -> Tensor:
         """(B, width, s, s) keys and (B, hidden_dim) state → (B, 2): the attention's mean
         cell centre (x, y)."""
-        weights = self.weights(keys, hidden)
-        rows, columns = weights.shape[1:]
-        y = (torch.arange(rows, dtype=keys.dtype, device=keys.device) * 2 + 1) / rows - 1
-        x = (torch.arange(columns, dtype=keys.dtype, device=keys.device) * 2 + 1) / columns - 1
-        return torch.stack([(weights.sum(1) * x).sum(-1), (weights.sum(2) * y).sum(-1)], -1)
+        weights = self.logits(keys, hidden).softmax(-1)
+        return weights @ cell_centres(keys)
+
+
+def cell_centres(keys: Tensor) -> Tensor:
+    """(B, A, s, s) map → (s·s, 2): the (x, y) centre of each cell, row-major, in (−1, 1)²."""
+    rows, columns = keys.shape[2:]
+    y = (torch.arange(rows, dtype=keys.dtype, device=keys.device) * 2 + 1) / rows - 1
+    x = (torch.arange(columns, dtype=keys.dtype, device=keys.device) * 2 + 1) / columns - 1
+    return torch.stack(torch.meshgrid(x, y, indexing="xy"), -1).reshape(-1, 2)
+
+
+class CellDraw:
+    """One rollout's choice of cells: each call, with the (B, hidden_dim) state, picks a cell
+    that this rollout has not picked before and returns its (B, 2) centre and the (B,)
+    log-probability of the pick under the attention over the cells left.
+
+    ``sample``: draw the cell from that attention (training); otherwise take its most
+    likely one (evaluation), so that T steps look at T different places even where the
+    attention hardly changes from step to step. ``half_side`` is a cell's half width in
+    the normalised frame (1/s), the room the crop has around the centre.
+    """
+
+    def __init__(self, pointer: MapPointer, keys: Tensor, sample: bool) -> None:
+        self.pointer, self.keys, self.sample = pointer, keys, sample
+        self.centres = cell_centres(keys)  # (s·s, 2)
+        self.taken = torch.zeros(keys.shape[0], len(self.centres), dtype=torch.bool)
+        self.taken = self.taken.to(keys.device)
+        self.half_side = 1.0 / keys.shape[-1]
+
+    def __call__(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        if self.taken.all(-1).any():
+            raise ValueError(f"every one of the map's {len(self.centres)} cells is taken")
+        logits = self.pointer.logits(self.keys, hidden).masked_fill(self.taken, float("-inf"))
+        log_probs = logits.log_softmax(-1)
+        if self.sample:
+            cell = torch.multinomial(log_probs.detach().exp(), 1)[:, 0]
+        else:
+            cell = log_probs.argmax(-1)
+        self.taken = self.taken.scatter(1, cell[:, None], True)
+        return self.centres[cell], log_probs.gather(1, cell[:, None])[:, 0]

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from varsac.models.crop_classifier import CropClassifier
-from varsac.models.map_pointer import MapPointer
+from varsac.models.map_pointer import CellDraw, MapPointer
 from varsac.models.proxy_encoder import ProxyEncoder
 from varsac.models.spatial_transformer import crop_boxes, crops_from_latents
 from varsac.models.vrnn import VRNN, Rollout
@@ -45,8 +45,8 @@ class Saccading:
 
     ``add_parts`` registers the proxy encoder, the VRNN, the cropper, the crop
     classifier, in the closed loop φ_g (``glimpse_embedding``: a glimpse's features →
-    the VRNN's cell input) and, for a VRNN with ``where="map"``, the ``map_pointer``
-    that picks the saccades' centres on the proxy encoder's map.
+    the VRNN's cell input) and, for a VRNN with ``where`` = ``"map"`` or ``"cells"``, the
+    ``map_pointer`` that picks the saccades' places on the proxy encoder's map.
     """
 
     proxy_encoder: ProxyEncoder
@@ -79,7 +79,9 @@ class Saccading:
             else None
         )
         self.map_pointer = (
-            MapPointer(proxy_encoder.map_channels, vrnn.hidden_dim) if vrnn.where == "map" else None
+            MapPointer(proxy_encoder.map_channels, vrnn.hidden_dim)
+            if vrnn.where != "dense"
+            else None
         )
 
     def saccade(
@@ -105,6 +107,9 @@ class Saccading:
 
         In the closed loop each glimpse is cut and encoded as soon as its latent is drawn,
         and fed back before the next; in the open loop all are cut at once afterwards.
+        With ``where="cells"`` each glimpse's features reach the classifier times a/⊥a, a
+        the probability of its cell (map_pointer.py): the same values, and the gradient
+        that teaches the attention.
         """
         batch = proxy.shape[0]
         crops, glimpses, seen = [], [], []
@@ -127,10 +132,13 @@ class Saccading:
         features, feature_map = self.proxy_encoder.encode(proxy)
         features = features.repeat_interleave(looks, 0)  # (N, F)
         target = proxy.repeat_interleave(looks, 0) if elbo else None
-        locate = None
+        locate: Any = None
         if self.map_pointer is not None:
             keys = self.map_pointer.keys(feature_map).repeat_interleave(looks, 0)  # (N, A, s, s)
-            locate = partial(self.map_pointer.point, keys)  # (N, hidden) state → (N, 2) centre
+            if self.vrnn.where == "cells":
+                locate = CellDraw(self.map_pointer, keys, sample)
+            else:  # (N, hidden) state → (N, 2) centre
+                locate = partial(self.map_pointer.point, keys)
         if self.glimpse_embedding is None:
             rollout = self.vrnn(features, target, sample, locate=locate)
             look(rollout.latents)
@@ -139,7 +147,11 @@ class Saccading:
             rollout = self.vrnn(
                 features, target, sample, lambda z: embedding(look(z[:, None])[:, 0]), locate
             )
-        log_probs = self.crop_classifier.classify(torch.cat(seen, 1)).log_softmax(dim=-1)
+        seen_features = torch.cat(seen, 1)  # (N, T, F)
+        if rollout.cell_log_prob is not None:  # × a/⊥a: 1, with ∇log a
+            log_prob = rollout.cell_log_prob
+            seen_features = seen_features * (log_prob - log_prob.detach()).exp()[..., None]
+        log_probs = self.crop_classifier.classify(seen_features).log_softmax(dim=-1)
         return Saccades(log_probs, torch.cat(crops, 1), torch.cat(glimpses, 1), rollout)
 
 

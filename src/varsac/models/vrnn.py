@@ -18,7 +18,8 @@ With ``where="map"`` the posterior's mean of the centre coordinates (z₁, z₂)
 atanh of the point that attention over the proxy encoder's map picks given h
 (``locate``: map_pointer.py), not the dense layer's: the crop's centre is then that
 point times (1 − scale). Its scale, its spread and the other coordinates stay the
-dense layer's.
+dense layer's. With ``where="cells"`` ``locate`` draws a cell of that map instead, and
+z₁, z₂ place the crop inside it: centre = (cell centre + half side · tanh(z₁, z₂)).
 
 The latent z_t ∈ R^latent_dim is what the saccade is made of: its first three
 coordinates become the crop's scale and centre (see spatial_transformer.py).
@@ -27,6 +28,7 @@ coordinates become the crop's scale and centre (see spatial_transformer.py).
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +42,16 @@ Look = Callable[[Tensor], Tensor]
 # (B, hidden_dim) recurrent state → (B, 2) the centre (x, y) in (−1, 1) it points at on the proxy
 Locate = Callable[[Tensor], Tensor]
 PRIORS = ("learnt", "standard")
-WHERES = ("dense", "map")
+WHERES = ("dense", "map", "cells")
+
+
+class DrawCell(Protocol):
+    """``where="cells"``'s locate (map_pointer.CellDraw): (B, hidden_dim) state → the (B, 2)
+    centre (x, y) of the cell drawn and the (B,) log-probability of drawing it."""
+
+    half_side: float  # a cell's half width in the normalised frame
+
+    def __call__(self, hidden: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
 @dataclass
@@ -55,6 +66,8 @@ class Rollout:
     # (B, T) log q(z_t | …) of the latents drawn, the latents held fixed: the score that a
     # policy gradient weighs; None unless the latents were sampled with the ELBO's terms
     log_posterior: Tensor | None = None
+    # (B, T) where="cells": the log-probability of each step's cell, with its gradient
+    cell_log_prob: Tensor | None = None
 
 
 def mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
@@ -166,7 +179,8 @@ class VRNN(nn.Module):
     N(0, I), so that β·KL pulls every latent towards the image's centre and a middling
     scale and keeps its spread (the crops' tanh and sigmoid unsaturated, and exploring).
     ``where="dense"`` (the paper's) reads the saccade's centre off the features with the
-    rest of the posterior; ``"map"`` takes it from ``locate`` (the module's docstring).
+    rest of the posterior; ``"map"`` takes it from ``locate``, and ``"cells"`` places the
+    crop inside the cell that ``locate`` draws (the module's docstring).
     """
 
     def __init__(
@@ -227,43 +241,51 @@ class VRNN(nn.Module):
         proxy: Tensor | None,
         sample: bool,
         look: Look | None = None,
-        locate: Locate | None = None,
+        locate: Locate | DrawCell | None = None,
     ) -> Rollout:
         """``proxy``: the (B, C, P, P) proxy that the ELBO's decoder reconstructs, or None
         for the latents alone. ``look`` (the closed loop's): (B, latent_dim) latent →
         (B, hidden_dim) embedding of the glimpse it points at, called once per step, in
-        order. ``locate`` (``where="map"``'s): (B, hidden_dim) state → (B, 2) centre."""
+        order. ``locate``: ``where="map"``'s (B, hidden_dim) state → (B, 2) centre, or
+        ``where="cells"``'s ``DrawCell``."""
         if self.closed_loop and look is None:
             raise ValueError("a closed-loop VRNN needs look")
-        if self.where == "map" and locate is None:
-            raise ValueError("a VRNN with where=map needs locate")
+        if self.where != "dense" and locate is None:
+            raise ValueError(f"a VRNN with where={self.where} needs locate")
         if self.where == "dense" and locate is not None:
-            raise ValueError("locate is for where=map, and this VRNN has where=dense")
+            raise ValueError("locate is for where=map or cells, and this VRNN has where=dense")
         hidden = features.new_zeros(features.shape[0], self.hidden_dim)
         if proxy is not None and proxy.shape[-1] != self.reconstruction_size:
             proxy = F.adaptive_avg_pool2d(proxy, self.reconstruction_size)  # area-downsampled
-        latents, kls, nlls, scores = [], [], [], []
+        latents, kls, nlls, scores, cell_log_probs = [], [], [], [], []
         for _ in range(self.steps):
             posterior = self.posterior(torch.cat([features, hidden], dim=-1))
-            if locate is not None:
+            if self.where == "map":
                 posterior = centred_on(posterior, locate(hidden))
-            latent = posterior.rsample() if sample else posterior.mean
+            drawn = posterior.rsample() if sample else posterior.mean
+            latent = drawn
+            if self.where == "cells":
+                centre, cell_log_prob = locate(hidden)
+                latent = inside_cell(drawn, centre, locate.half_side)
+                cell_log_probs.append(cell_log_prob)
             embedded = self.embed_latent(latent)
             latents.append(latent)
             if proxy is not None:
                 reconstruction = self.decoder(torch.cat([embedded, hidden], dim=-1))
                 kls.append(kl_divergence(posterior, self.prior_at(hidden)).sum(-1))
                 nlls.append(-reconstruction.log_prob(proxy))
-                scores.append(posterior.log_prob(latent.detach()).sum(-1))
+                score = posterior.log_prob(drawn.detach()).sum(-1)
+                scores.append(score + cell_log_prob if self.where == "cells" else score)
             inputs = (
                 [features, embedded, look(latent)] if self.closed_loop else [features, embedded]
             )
             hidden = self.cell(torch.cat(inputs, dim=-1), hidden)
+        cells = torch.stack(cell_log_probs, 1) if cell_log_probs else None
         if proxy is None:
-            return Rollout(torch.stack(latents, 1), None, None)
+            return Rollout(torch.stack(latents, 1), None, None, cell_log_prob=cells)
         log_posterior = torch.stack(scores, 1) if sample else None
         return Rollout(
-            torch.stack(latents, 1), torch.stack(kls, 1), torch.stack(nlls, 1), log_posterior
+            torch.stack(latents, 1), torch.stack(kls, 1), torch.stack(nlls, 1), log_posterior, cells
         )
 
     def prior_at(self, hidden: Tensor) -> Normal:
@@ -280,3 +302,10 @@ def centred_on(posterior: Normal, centre: Tensor) -> Normal:
     mean = posterior.mean
     mean = torch.cat([mean[..., :1], torch.atanh(centre), mean[..., 3:]], dim=-1)
     return Normal(mean, posterior.stddev, validate_args=False)
+
+
+def inside_cell(latent: Tensor, centre: Tensor, half_side: float) -> Tensor:
+    """(B, latent_dim) latent with z₁, z₂ read as the place inside the cell of (B, 2) centre:
+    the latent whose tanh(z₁, z₂) is centre + half_side · tanh(z₁, z₂), kept inside (−1, 1)."""
+    place = (centre + half_side * torch.tanh(latent[..., 1:3])).clamp(-1 + 1e-6, 1 - 1e-6)
+    return torch.cat([latent[..., :1], torch.atanh(place), latent[..., 3:]], dim=-1)
