@@ -147,6 +147,14 @@ def test_the_whole_image_at_full_resolution_is_the_image() -> None:
     torch.testing.assert_close(glimpses[:, 0], image)
 
 
+def test_the_spatial_transformer_given_image_files_says_which_cropper_reads_them(
+    tmp_path: Path,
+) -> None:
+    write_pyramid(np.zeros((64, 64), np.uint8), tmp_path / "a.tif")
+    with pytest.raises(ConfigError, match="gives list of image files: choose model/cropper=lst"):
+        SpatialTransformer(window=6)([PyramidTIFF(tmp_path / "a.tif")], torch.zeros(1, 1, 3))
+
+
 def test_crops_stay_inside_the_image_for_any_latent() -> None:
     latents = torch.randn(1000, 3) * 20
     crops = crops_from_latents(latents, 0.1, 0.6)

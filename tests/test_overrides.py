@@ -29,3 +29,25 @@ def test_overrides_inside_the_given_keys_apply_again_as_hydra_reads_them() -> No
         "model": {"beta": 1, "extra": [1, 2], "paths": "${data.root}"},
     }
     assert OmegaConf.is_struct(merged) and stored.data.batch_size == 32
+
+
+def test_a_nested_group_choice_takes_the_config_hydra_composed_for_it() -> None:
+    """``varsac test`` of a 100² checkpoint on 2528² pyramids: ``model/cropper=lst`` swaps
+    the stored cropper for the composed one, keeping the stored window, and the overrides
+    apply on top."""
+    stored = OmegaConf.create(
+        {"model": {"beta": 1, "cropper": {"_target_": "SpatialTransformer", "window": 48}}}
+    )
+    composed = OmegaConf.create(
+        {"model": {"beta": 2, "cropper": {"_target_": "LST", "window": 32, "workers": 8}}}
+    )
+    groups = {"model", "model/cropper"}
+    merged = with_overrides(stored, ["model/cropper=lst"], ("model",), groups, composed)
+    assert OmegaConf.to_container(merged) == {
+        "model": {"beta": 1, "cropper": {"_target_": "LST", "window": 48, "workers": 8}}
+    }
+    overrides = ["model.cropper.workers=2", "model/cropper=lst", "model.cropper.window=64"]
+    merged = with_overrides(stored, overrides, ("model",), groups, composed)
+    assert merged.model.cropper.window == 64 and merged.model.cropper.workers == 2
+    ignored = with_overrides(stored, ["model=resnet18"], ("model",), {"model"}, composed)
+    assert OmegaConf.to_container(ignored) == OmegaConf.to_container(stored)

@@ -32,18 +32,39 @@ def override_key(override: str) -> str:
 
 
 def with_overrides(
-    cfg: DictConfig, overrides: Sequence[str], keys: Collection[str], groups: Collection[str]
+    cfg: DictConfig,
+    overrides: Sequence[str],
+    keys: Collection[str],
+    groups: Collection[str],
+    composed: DictConfig | None = None,
 ) -> DictConfig:
     """``cfg`` with the overrides of ``keys`` (or of keys inside them: ``model.beta`` for
     ``model``) applied again, a struct copy.
 
-    Deletions (``~model.beta``) and choices of the config ``groups`` (``model=resnet18``)
-    are left out: they remove or choose configs, which Hydra has already composed.
+    A choice of a config group nested in one of the keys (``model/cropper=lst``) takes
+    the config that Hydra composed for it, from ``composed``, but keeps ``cfg``'s values
+    of the keys that both have (a checkpoint's glimpse ``window``), before the other
+    overrides apply. Deletions (``~model.beta``) and choices of a whole key
+    (``model=resnet18``) are left out: they remove or replace what ``cfg`` is for.
     """
     merged = OmegaConf.create(OmegaConf.to_container(cfg))  # interpolations kept, not resolved
-    for override in parse_overrides(overrides):
+    parsed = [o for o in parse_overrides(overrides) if not o.is_delete()]
+    for override in parsed:
+        group = override.key_or_group
+        if composed is None or group not in groups or "/" not in group:
+            continue
+        path = group.replace("/", ".")
+        chosen, kept = OmegaConf.select(composed, path), OmegaConf.select(merged, path)
+        if path.split(".")[0] not in keys or not isinstance(chosen, DictConfig):
+            continue
+        chosen = OmegaConf.to_container(chosen)
+        if isinstance(kept, DictConfig):
+            shared = set(chosen) & set(kept) - {"_target_"}
+            chosen |= {key: OmegaConf.to_container(kept)[key] for key in shared}
+        OmegaConf.update(merged, path, chosen, merge=False, force_add=True)
+    for override in parsed:
         key = override.key_or_group
-        if override.is_delete() or key in groups or key.split(".")[0] not in keys:
+        if key in groups or key.split(".")[0] not in keys:
             continue
         OmegaConf.update(merged, key, override.value(), merge=True, force_add=True)
     OmegaConf.set_struct(merged, True)

@@ -94,7 +94,8 @@ def with_checkpoint_config(cfg: DictConfig, stored: DictConfig) -> DictConfig:
         if key in stored:
             merged[key] = stored[key]
     hydra = HydraConfig.get()
-    return with_overrides(merged, hydra.overrides.task, STORED_KEYS, hydra.runtime.choices)
+    overrides, choices = hydra.overrides.task, hydra.runtime.choices
+    return with_overrides(merged, overrides, STORED_KEYS, choices, composed=cfg)
 
 
 def write_results(

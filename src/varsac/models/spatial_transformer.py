@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from varsac.errors import ConfigError
+
 
 def crops_from_latents(
     latents: Tensor, min_scale: float | Tensor, max_scale: float | Tensor
@@ -60,6 +62,12 @@ class SpatialTransformer(nn.Module):
         self.window = window
 
     def forward(self, images: Tensor, crops: Tensor) -> Tensor:
+        if not isinstance(images, Tensor):
+            raise ConfigError(
+                f"the spatial transformer samples image tensors in memory, and the data gives "
+                f"{type(images).__name__} of image files: choose model/cropper=lst, which "
+                f"reads them"
+            )
         batch, steps = crops.shape[:2]
         grid = sampling_grid(crops, self.window)  # (B, T, w, w, 2)
         glimpses = F.grid_sample(
