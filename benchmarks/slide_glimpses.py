@@ -88,12 +88,15 @@ def accuracy(net: CropClassifier, images: torch.Tensor, labels: torch.Tensor) ->
         return (net(images).argmax(1) == labels).float().mean().item()
 
 
-def train(draws, val, steps: int, seed: int) -> list[dict[str, float]]:
-    """Train a fresh crop classifier, each step on a batch of one of the ``draws`` of the
-    training glimpses; the accuracies every 50 steps (on the first draw, and on ``val``)."""
+def train(
+    draws, val, steps: int, seed: int, net: CropClassifier | None = None, batch: int = BATCH
+) -> list[dict[str, float]]:
+    """Train ``net`` (a fresh crop classifier, experiment=slides' by default), each step on a
+    batch of one of the ``draws`` of the training glimpses; the accuracies every 50 steps
+    (on the first draw, and on ``val``)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    net = CropClassifier(3, 2, (32, 64, 128, 256), 256, "max")  # experiment=slides'
+    net = net or CropClassifier(3, 2, (32, 64, 128, 256), 256, "max")
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
     (images, labels), curve = draws[0], []
     for step in range(steps + 1):
@@ -103,9 +106,9 @@ def train(draws, val, steps: int, seed: int) -> list[dict[str, float]]:
             print(f"  step {step:4d}: train {train_acc:.3f}, val {val_acc:.3f}", flush=True)
         if step == steps:
             break
-        batch = torch.randint(len(labels), (BATCH,))
+        chosen = torch.randint(len(labels), (batch,))
         drawn = draws[rng.randrange(len(draws))][0]
-        loss = F.cross_entropy(net(drawn[batch]), labels[batch])
+        loss = F.cross_entropy(net(drawn[chosen]), labels[chosen])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -141,23 +144,34 @@ def main() -> None:
         curve = train(train_draws, val, args.steps, args.seed)
         rows[name] = {"glimpse_microns": microns, "draws": draws, "curve": curve,
                       "slides": {"train": len(train_draws[0][1]), "val": len(val[1])}}  # fmt: skip
-    shown = sorted({round(args.steps * k / 6 / 50) * 50 for k in range(7)})  # steps in the table
-    print(f"\n{'glimpses':<22} {'µm':>6} " + " ".join(f"{s:>11}" for s in shown))
+    show(rows, args.steps, "µm", "glimpse_microns")
+    if args.json:
+        write_record(args.json, args.steps, rows)
+
+
+def show(rows: dict[str, dict], steps: int, header: str, key: str) -> None:
+    """Print each row's train/val accuracies at seven steps, after its ``key`` value."""
+    shown = sorted({round(steps * k / 6 / 50) * 50 for k in range(7)})  # steps in the table
+    width = max(22, *map(len, rows))
+    print(f"\n{'glimpses':<{width}} {header:>6} " + " ".join(f"{s:>11}" for s in shown))
     for name, row in rows.items():
         points = {point["step"]: point for point in row["curve"]}
         cells = [
             f"{points[s]['train']:.2f}/{points[s]['val']:.2f}" if s in points else "-"
             for s in shown
         ]
-        print(f"{name:<22} {row['glimpse_microns']:>6.0f} " + " ".join(f"{c:>11}" for c in cells))
+        print(f"{name:<{width}} {row[key]:>6.0f} " + " ".join(f"{c:>11}" for c in cells))
     print("(train/val accuracy at each step)")
-    if args.json:
-        record = {"date": date.today().isoformat(), "cpu": cpu_name(),
-                  "torch": torch.__version__, "python": platform.python_version(),
-                  "steps": args.steps, "rows": rows}  # fmt: skip
-        encoded = (json.dumps(record, indent=2) + "\n").encode()
-        replace_atomically(args.json, lambda handle: handle.write(encoded))
-        print(f"wrote {args.json}")
+
+
+def write_record(path: Path, steps: int, rows: dict[str, dict]) -> None:
+    """The rows, with the machine and the date, as JSON at ``path`` (atomically)."""
+    record = {"date": date.today().isoformat(), "cpu": cpu_name(),
+              "torch": torch.__version__, "python": platform.python_version(),
+              "steps": steps, "rows": rows}  # fmt: skip
+    encoded = (json.dumps(record, indent=2) + "\n").encode()
+    replace_atomically(path, lambda handle: handle.write(encoded))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

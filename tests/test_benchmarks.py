@@ -102,3 +102,46 @@ def test_slides_compares_glimpse_reads_and_inference_on_a_small_slide(tmp_path: 
         assert row["batch"] == 2 and row["images_per_s"] > 0 and row["peak_rss_mib"] > 0
     ratio = inference["slide"]["peak_rss_mib"] / inference["pyramid"]["peak_rss_mib"]
     assert table["memory_ratio"] == ratio
+
+
+def test_megapixel_glimpses_places_each_glimpse_as_its_row_says(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import numpy as np
+
+    from megapixel_glimpses import GLIMPSES, PLACINGS, centres
+    from varsac.data.megapixel_mnist import compose_canvas, image_generator, split_noise_bank
+    from varsac.data.mnist import load_mnist
+
+    digits = load_mnist(mnist_dir, sources=()).train
+    canvas = compose_canvas(image_generator(0, "train", 3), digits, split_noise_bank(0, "train"))
+    rng = np.random.default_rng(0)
+
+    def inside(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:  # (T,) bool
+        column, row = ((points + 1) / 2 * canvas.pixels.shape[0]).T
+        top, left, bottom, right = boxes.T[:, :, None]
+        return ((top <= row) & (row < bottom) & (left <= column) & (column < right)).any(0)
+
+    placed = {placing: centres(canvas, placing, rng) for placing in PLACINGS}
+    assert all(points.shape == (GLIMPSES, 2) for points in placed.values())
+    on_digits = inside(placed["on the five digits"], canvas.digit_boxes)
+    assert (
+        on_digits[:5].all() and inside(placed["on the five digits"][5:], canvas.noise_boxes).all()
+    )
+    one = placed["on one digit of the class"]
+    assert (
+        inside(one[:1], canvas.digit_boxes[:3]).all() and inside(one[1:], canvas.noise_boxes).all()
+    )
+    things = np.concatenate([canvas.digit_boxes, canvas.noise_boxes])
+    assert inside(placed["on things at random"], things).all()
+    output = tmp_path / "glimpses.json"
+    command = [
+        sys.executable, str(BENCHMARKS / "megapixel_glimpses.py"), "--images", "40",
+        "--steps", "50", "--draws", "1", "--data-dir", str(mnist_dir), "--json", str(output),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(output.read_text())["rows"]
+    assert list(rows) == list(PLACINGS)
+    assert all([p["step"] for p in row["curve"]] == [0, 50] for row in rows.values())
