@@ -59,8 +59,8 @@ def with_overrides(
             continue
         chosen = OmegaConf.to_container(chosen)
         if isinstance(kept, DictConfig):
-            shared = set(chosen) & set(kept) - {"_target_"}
-            chosen |= {key: OmegaConf.to_container(kept)[key] for key in shared}
+            stored = OmegaConf.to_container(kept)
+            chosen |= {key: stored[key] for key in set(chosen) & set(stored) - {"_target_"}}
         OmegaConf.update(merged, path, chosen, merge=False, force_add=True)
     for override in parsed:
         key = override.key_or_group

@@ -81,8 +81,9 @@ class CellDraw:
     def __init__(self, pointer: MapPointer, keys: Tensor, sample: bool) -> None:
         self.pointer, self.keys, self.sample = pointer, keys, sample
         self.centres = cell_centres(keys)  # (s·s, 2)
-        self.taken = torch.zeros(keys.shape[0], len(self.centres), dtype=torch.bool)
-        self.taken = self.taken.to(keys.device)
+        self.taken = torch.zeros(
+            keys.shape[0], len(self.centres), dtype=torch.bool, device=keys.device
+        )
         self.half_side = 1.0 / keys.shape[-1]
 
     def __call__(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
