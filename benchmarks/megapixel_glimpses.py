@@ -22,6 +22,7 @@ table, writes JSON.
 
 import argparse
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from slide_glimpses import show, train, write_record  # benchmarks/, on the scri
 from varsac.data.megapixel_mnist import (
     CANVAS_SIZE,
     TARGET_DIGITS,
+    MegapixelCanvas,
     compose_canvas,
     image_generator,
     split_noise_bank,
@@ -64,14 +66,28 @@ def centres(canvas, placing: str, rng: np.random.Generator) -> np.ndarray:
     return (points[:, ::-1] / CANVAS_SIZE * 2 - 1).astype(np.float32)  # (row, col) → (x, y)
 
 
+def training_canvases(indices: list[int], seed: int, data_dir: str) -> Iterator[MegapixelCanvas]:
+    """The training images ``indices`` of the set of seed ``seed``, drawn again, one by one."""
+    digits, bank = load_mnist(data_dir, sources=()).train, split_noise_bank(seed, "train")
+    for index in indices:
+        yield compose_canvas(image_generator(seed, "train", index), digits, bank)
+
+
+def training_split(images: int, seed: int) -> tuple[list[int], list[int]]:
+    """The first ``images`` training images, as ``varsac data megapixel_mnist`` splits
+    them: (train indices, validation indices)."""
+    held_out = validation_indices(seed, 5000, 0.1)
+    return [i for i in range(images) if i not in held_out], sorted(
+        i for i in held_out if i < images
+    )
+
+
 def glimpses(indices: list[int], placing: str, draws: int, seed: int, data_dir: str):
     """``draws`` draws of (N, GLIMPSES, 1, WINDOW, WINDOW) glimpses of the training images
     ``indices``, and their (N,) labels."""
-    digits, bank = load_mnist(data_dir, sources=()).train, split_noise_bank(seed, "train")
     rng, cropper = np.random.default_rng([seed, 7]), SpatialTransformer(window=WINDOW)
     drawn, labels = [[] for _ in range(draws)], []
-    for index in indices:
-        canvas = compose_canvas(image_generator(seed, "train", index), digits, bank)
+    for canvas in training_canvases(indices, seed, data_dir):
         image = torch.from_numpy(canvas.pixels).float().div(255)[None, None]  # (1, 1, S, S)
         labels.append(canvas.label)
         for draw in drawn:
@@ -92,9 +108,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the set's seed (varsac data's)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    held_out = validation_indices(args.seed, 5000, 0.1)  # varsac data megapixel_mnist's
-    val_indices = sorted(i for i in held_out if i < args.images)
-    train_indices = [i for i in range(args.images) if i not in held_out]
+    train_indices, val_indices = training_split(args.images, args.seed)
     rows = {}
     for placing in PLACINGS:
         draws = args.draws if "random" in placing else 1
@@ -109,7 +123,7 @@ def main() -> None:
                          "images": images}  # fmt: skip
     show(rows, args.steps, "px", "glimpse_px")
     if args.json:
-        write_record(args.json, args.steps, rows)
+        write_record(args.json, rows, steps=args.steps)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def main() -> None:
                       "slides": {"train": len(train_draws[0][1]), "val": len(val[1])}}  # fmt: skip
     show(rows, args.steps, "µm", "glimpse_microns")
     if args.json:
-        write_record(args.json, args.steps, rows)
+        write_record(args.json, rows, steps=args.steps)
 
 
 def show(rows: dict[str, dict], steps: int, header: str, key: str) -> None:
@@ -164,11 +164,12 @@ def show(rows: dict[str, dict], steps: int, header: str, key: str) -> None:
     print("(train/val accuracy at each step)")
 
 
-def write_record(path: Path, steps: int, rows: dict[str, dict]) -> None:
-    """The rows, with the machine and the date, as JSON at ``path`` (atomically)."""
+def write_record(path: Path, rows: dict[str, dict], **settings: object) -> None:
+    """The rows, with the run's ``settings``, the machine and the date, as JSON at ``path``
+    (atomically)."""
     record = {"date": date.today().isoformat(), "cpu": cpu_name(),
               "torch": torch.__version__, "python": platform.python_version(),
-              "steps": steps, "rows": rows}  # fmt: skip
+              **settings, "rows": rows}  # fmt: skip
     encoded = (json.dumps(record, indent=2) + "\n").encode()
     replace_atomically(path, lambda handle: handle.write(encoded))
     print(f"wrote {path}")

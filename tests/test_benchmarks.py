@@ -145,3 +145,87 @@ def test_megapixel_glimpses_places_each_glimpse_as_its_row_says(
     rows = json.loads(output.read_text())["rows"]
     assert list(rows) == list(PLACINGS)
     assert all([p["step"] for p in row["curve"]] == [0, 50] for row in rows.values())
+
+
+def test_megapixel_proxy_cuts_each_thing_out_of_the_proxy_and_ranks_them(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import numpy as np
+
+    from megapixel_proxy import patch_side, proxies_and_things, proxy_patches
+
+    by_side, centres = proxies_and_things([3], [256], 0, str(mnist_dir))
+    proxies = by_side[256]  # (1, 256, 256)
+    patches = proxy_patches(proxies, centres)  # (1, 55, 1, k, k)
+    k = patch_side(256)
+    assert patches.shape == (1, 55, 1, k, k) and k % 2 == 1
+    # Each patch's middle pixel is the proxy pixel under its thing's centre.
+    row, column = np.floor(centres[0, 7] * 256 / 1500).astype(int)
+    assert round(float(patches[0, 7, 0, k // 2, k // 2]) * 255) == proxies[0, row, column]
+    assert (patches[0, :5].sum((1, 2, 3)) > 0).all()  # the digits show on the proxy
+    output = tmp_path / "proxy.json"
+    command = [
+        sys.executable, str(BENCHMARKS / "megapixel_proxy.py"), "--images", "40", "--steps",
+        "250", "--sides", "128", "--data-dir", str(mnist_dir), "--json", str(output),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(output.read_text())["rows"].values()
+    assert [p["step"] for p in row["curve"]] == [0, 250]
+    last = row["curve"][-1]
+    assert 0 <= last["auc"] <= 1 and 0 <= last["digits_in_top"] <= 5
+    assert 0 <= last["all_in_top"] <= 1
+
+
+def test_greedy_squares_cover_a_squad_with_one_glimpse_and_spread_ones_with_several(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import numpy as np
+
+    from starcraft_coverage import greedy_squares
+
+    squad = np.array([[0.50, 0.50], [0.52, 0.55], [0.48, 0.53], [0.9, 0.1]])
+    centres, seen = greedy_squares(squad, 0.1, 1)
+    assert seen == 3 and np.abs(centres[0] - [0.5, 0.52]).max() < 0.06
+    centres, seen = greedy_squares(squad, 0.1, 6)
+    assert seen == 4 and len(centres) == 2  # it stops once every point is covered
+    corners = np.array([[0.01, 0.01], [0.99, 0.99], [0.01, 0.99]])
+    assert greedy_squares(corners, 0.3, 2)[1] == 2  # the squares reach the frame's edges
+
+
+def test_starcraft_benchmarks_place_the_glimpses_and_count_from_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import numpy as np
+
+    from starcraft_glimpses import GLIMPSES, centres
+
+    rng = np.random.default_rng(0)
+    units = np.array([[0.2, 0.2], [0.21, 0.22], [0.7, 0.7], [0.5, 0.1]])
+    marines = units[:2]
+    on_marines = centres(units, marines, 0.1, "on the marines", rng)
+    assert on_marines.shape == (GLIMPSES, 2)
+    assert (np.abs(on_marines[0] - marines).max(1) <= 0.05).all()  # one glimpse sees both
+    on_units = centres(units, marines, 0.1, "on units at random", rng)
+    assert all(any(np.allclose(c, u) for u in units) for c in on_units)
+    coverage_json, glimpses_json = tmp_path / "coverage.json", tmp_path / "glimpses.json"
+    for script, args in (
+        ("starcraft_coverage.py", ["--frames", "40", "--json", str(coverage_json)]),
+        ("starcraft_glimpses.py", ["--frames", "10", "--frame-size", "256", "--steps", "100",
+                                   "--draws", "1", "--json", str(glimpses_json)]),
+    ):  # fmt: skip
+        command = [sys.executable, str(BENCHMARKS / script), *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+    coverage = json.loads(coverage_json.read_text())["rows"]
+    seen = [row["frames_with_marines"]["seen"] for row in coverage.values()]
+    assert seen == sorted(seen) and seen[-1] == 1.0  # larger glimpses see more; 40 % all
+    record = json.loads(glimpses_json.read_text())
+    assert list(record["rows"]) == ["on the marines", "on units at random", "at random"]
+    for row in record["rows"].values():
+        assert [p["step"] for p in row["curve"]] == [0, 100]
+        assert all(0 <= p["balanced_accuracy"] <= 1 and p["mae"] >= 0 for p in row["curve"])
+    assert record["median_mae"] >= 0
