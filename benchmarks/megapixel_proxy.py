@@ -42,7 +42,7 @@ from varsac.data.megapixel_mnist import CANVAS_SIZE, DIGITS, NOISE_PATCHES
 from varsac.data.mnist import DIGIT_SIZE
 from varsac.image_source import resized_pixels
 
-SIDES = (128, 192, 256, 384)  # proxy sides (data.proxy_size)
+SIDES = (32, 64, 128, 256)  # proxy sides (data.proxy_size)
 BATCH = 512
 
 
