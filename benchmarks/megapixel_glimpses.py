@@ -77,9 +77,8 @@ def training_split(images: int, seed: int) -> tuple[list[int], list[int]]:
     """The first ``images`` training images, as ``varsac data megapixel_mnist`` splits
     them: (train indices, validation indices)."""
     held_out = validation_indices(seed, 5000, 0.1)
-    return [i for i in range(images) if i not in held_out], sorted(
-        i for i in held_out if i < images
-    )
+    train = [i for i in range(images) if i not in held_out]
+    return train, sorted(i for i in held_out if i < images)
 
 
 def glimpses(indices: list[int], placing: str, draws: int, seed: int, data_dir: str):

@@ -3,7 +3,8 @@
 The policy can only send glimpses to the digits if the proxy shows which of the 55 things
 on a canvas are digits. This script measures that directly, with the answer given: for
 each proxy side, it draws the training images of ``varsac data megapixel_mnist`` again
-from their seeds, shrinks each to the proxy (``resized_pixels``, as the proxies are made),
+from their seeds, shrinks each to the proxy with ``resized_pixels`` (the function that
+makes the proxies; here from the whole canvas, not from the pyramid's nearest level),
 cuts the few proxy pixels around each digit and each noise patch, and trains a small CNN
 to tell them apart (digits weighted ×10, as there are ten noise patches to a digit;
 Adam at 1e-3, batch 512). On the validation images (the index's ``val`` split) it ranks
@@ -32,11 +33,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from megapixel_glimpses import (
+from megapixel_glimpses import (  # benchmarks/, on the script's path
     GLIMPSES,
     training_canvases,
     training_split,
-)  # benchmarks/, on the path
+)
 from slide_glimpses import write_record
 from varsac.data.megapixel_mnist import CANVAS_SIZE, DIGITS, NOISE_PATCHES
 from varsac.data.mnist import DIGIT_SIZE
@@ -113,8 +114,8 @@ def train(train_patches: torch.Tensor, val_patches: torch.Tensor, steps: int, se
     for step in range(steps + 1):
         if step % 250 == 0:
             curve.append({"step": step, **ranking(net, val_patches)})
-            print(f"  step {step:5d}: " + ", ".join(f"{k} {v:.3f}" for k, v in curve[-1].items()
-                                                    if k != "step"), flush=True)  # fmt: skip
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in curve[-1].items() if k != "step")
+            print(f"  step {step:5d}: {shown}", flush=True)
         if step == steps:
             return curve
         chosen = torch.randint(len(flat), (BATCH,))

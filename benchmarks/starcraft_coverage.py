@@ -69,12 +69,8 @@ def main() -> None:
             marines.append(np.array(points) / args.frame_size)
     many = [p for p in marines if len(p) > 10]
     print(f"{len(marines)} frames with marines, {len(many)} of them with more than ten")
-    columns = ("side", "px", "all seen", "seen", "all seen (>10)", "seen (>10)")
-    print(
-        " ".join(
-            f"{name:>{width}}" for name, width in zip(columns, (5, 5, 9, 7, 15, 11), strict=True)
-        )
-    )
+    print(f"{'side':>5} {'px':>5} {'all seen':>9} {'seen':>7} {'all seen (>10)':>15} "
+          f"{'seen (>10)':>11}")  # fmt: skip
     rows = {}
     for side in SIDES:
         every, crowded = (coverage(frames, side, args.glimpses) for frames in (marines, many))

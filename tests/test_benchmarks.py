@@ -222,7 +222,7 @@ def test_starcraft_benchmarks_place_the_glimpses_and_count_from_them(
         assert result.returncode == 0, result.stderr
     coverage = json.loads(coverage_json.read_text())["rows"]
     seen = [row["frames_with_marines"]["seen"] for row in coverage.values()]
-    assert seen == sorted(seen) and seen[-1] == 1.0  # larger glimpses see more; 40 % all
+    assert seen == sorted(seen) and seen[-1] == 1.0  # bigger glimpses see more, the largest all
     record = json.loads(glimpses_json.read_text())
     assert list(record["rows"]) == ["on the marines", "on units at random", "at random"]
     for row in record["rows"].values():
