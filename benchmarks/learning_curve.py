@@ -4,7 +4,9 @@ Trains each experiment for a fixed wall-clock budget on this machine and
 evaluates on the whole test split at regular intervals of training time (the
 evaluations themselves are not counted). A run is the experiment's own: its
 ``trainer.max_epochs`` (which a learning-rate schedule spans) ends it if the
-budget does not first. Prints a table, writes JSON.
+budget does not first. Prints a table, writes JSON; with ``--pictures DIR``, where
+a saccade model looked on the first test samples at each evaluation
+(``DIR/<experiment>_step<step>.png``, as ``varsac fit`` draws them each epoch).
 
     python benchmarks/learning_curve.py --minutes 30 --every 2.5 \
         --experiments cluttered_mnist cnn_cluttered_mnist --json curve.json
@@ -24,14 +26,29 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
+from varsac.callbacks import first_samples, saccade_pictures
+from varsac.files import write_png_atomically
+from varsac.models.saccades import Saccading
 from varsac.train import instantiate_data_and_model
+from varsac.viz import draw_saccades
+
+PICTURED = 6  # test samples drawn at each evaluation, as callbacks.SaccadePictures draws
 
 
 class EvaluateOnTheClock(Callback):
-    """Every ``every`` seconds of training, test on the whole test split; stop at ``budget``."""
+    """Every ``every`` seconds of training, test on the whole test split (and draw the
+    saccades of its first samples into ``pictures``, ``name``'d); stop at ``budget``."""
 
-    def __init__(self, datamodule: L.LightningDataModule, every: float, budget: float) -> None:
+    def __init__(
+        self,
+        datamodule: L.LightningDataModule,
+        every: float,
+        budget: float,
+        pictures: Path | None = None,
+        name: str = "",
+    ) -> None:
         self.datamodule, self.every, self.budget = datamodule, every, budget
+        self.pictures, self.name = pictures, name
         self.trained = 0.0  # seconds spent training, evaluations excluded
         self.curve: list[dict[str, float]] = []
 
@@ -51,8 +68,9 @@ class EvaluateOnTheClock(Callback):
         before = self.trained
         self.trained += time.perf_counter() - self.started
         if self.trained // self.every > before // self.every or self.trained >= self.budget:
+            step = trainer.global_step
             self.curve.append(
-                {"minutes": self.trained / 60, "step": trainer.global_step, **self.evaluate(module)}
+                {"minutes": self.trained / 60, "step": step, **self.evaluate(module, step)}
             )
             point = self.curve[-1]
             print(
@@ -64,11 +82,13 @@ class EvaluateOnTheClock(Callback):
             trainer.should_stop = True
 
     @torch.no_grad()
-    def evaluate(self, module: L.LightningModule) -> dict[str, float]:
+    def evaluate(self, module: L.LightningModule, step: int) -> dict[str, float]:
         was_training = module.training
         module.eval()
         metrics = module.task.metrics().to(module.device)
-        for batch in self.datamodule.test_dataloader():
+        for index, batch in enumerate(self.datamodule.test_dataloader()):
+            if index == 0 and self.pictures is not None and isinstance(module, Saccading):
+                self.draw(module, first_samples(batch, PICTURED), step)
             batch = {
                 k: v.to(module.device) if isinstance(v, torch.Tensor) else v
                 for k, v in batch.items()
@@ -78,8 +98,19 @@ class EvaluateOnTheClock(Callback):
         module.train(was_training)
         return {k: float(v) for k, v in metrics.compute().items()}
 
+    def draw(self, module: Saccading, samples: dict, step: int) -> None:
+        """Where ``module`` looks on ``samples`` at ``step``, to
+        ``pictures/<name>_step<step>.png``."""
+        names = getattr(self.datamodule, "class_names", None)
+        sheet = draw_saccades(saccade_pictures(module, samples, names))
+        path = self.pictures / f"{self.name}_step{step:06d}.png"
+        write_png_atomically(path, sheet)
+        print(f"  {self.trained / 60:6.2f} min  saccades: {path}", flush=True)
 
-def run(experiment: str, minutes: float, every: float, overrides: list[str]) -> dict:
+
+def run(
+    experiment: str, minutes: float, every: float, overrides: list[str], pictures: Path | None
+) -> dict:
     with initialize_config_module("varsac.conf", version_base="1.3"):
         cfg = compose(
             "fit", overrides=[f"experiment={experiment}", *overrides], return_hydra_config=True
@@ -91,7 +122,7 @@ def run(experiment: str, minutes: float, every: float, overrides: list[str]) -> 
         datamodule, model = instantiate_data_and_model(cfg)
         datamodule.prepare_data()
         datamodule.setup("test")
-        clock = EvaluateOnTheClock(datamodule, every * 60, minutes * 60)
+        clock = EvaluateOnTheClock(datamodule, every * 60, minutes * 60, pictures, experiment)
         trainer = instantiate(
             cfg.trainer,
             callbacks=[clock],
@@ -132,10 +163,13 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget per run")
     parser.add_argument("--every", type=float, default=2.5, help="minutes between evaluations")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--pictures", type=Path, help="draw the saccades here at each evaluation")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every experiment")
     args = parser.parse_args()
     machine = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__}
-    runs = [run(e, args.minutes, args.every, args.overrides) for e in args.experiments]
+    runs = [
+        run(e, args.minutes, args.every, args.overrides, args.pictures) for e in args.experiments
+    ]
     print(f"\ntest accuracy against training time ({machine})")
     width = max(len(r["experiment"]) for r in runs) + 2
     header = "minutes".rjust(8) + "".join(f"{r['experiment']:>{width}}" for r in runs)

@@ -5,9 +5,11 @@ import os
 import shlex
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from conftest import SMALL
 
@@ -79,6 +81,33 @@ def test_fit_runs_reads_each_run_back_and_merges_rows_by_name(
     assert rows[1]["val_curve"] == row["val_curve"]
     assert 0 < rows[1]["minutes"] <= row["minutes"]  # from fit.log, within the process's time
     assert "tiny" in printed and f"{row['test']['accuracy']:.4f}" in printed
+
+
+def test_learning_curve_tests_on_the_clock_and_draws_where_the_model_looked(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    output, pictures = tmp_path / "curve.json", tmp_path / "saccades"
+    command = [
+        sys.executable, str(BENCHMARKS / "learning_curve.py"), "--experiments", "cluttered_mnist",
+        "--minutes", "10", "--every", "0.0001", "--json", str(output), "--pictures",
+        str(pictures), *SMALL[1:], "trainer.max_epochs=2",
+    ]  # fmt: skip
+    env = {**os.environ, "VARSAC_DATA_DIR": str(mnist_dir), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    (run,) = json.loads(output.read_text())["runs"]
+    curve = run["curve"]
+    # 200 canvases in batches of 50 for 2 epochs: 8 steps, each longer than 6 ms of training,
+    # so each is tested; the budget (10 minutes) is never reached.
+    assert [point["step"] for point in curve] == list(range(1, 9))
+    assert all(0 < a["minutes"] < b["minutes"] < 10 for a, b in pairwise(curve))
+    assert all(0 <= point["accuracy"] <= 1 for point in curve)
+    drawn = sorted(pictures.iterdir())
+    assert [path.name for path in drawn] == [
+        f"cluttered_mnist_step{s:06d}.png" for s in range(1, 9)
+    ]
+    with Image.open(drawn[-1]) as sheet:
+        assert sheet.height > sheet.width / 2  # six rows of samples, one under the other
 
 
 def test_slides_compares_glimpse_reads_and_inference_on_a_small_slide(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Lightning callbacks of varsac."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -46,41 +47,54 @@ class SaccadePictures(Callback):
         if not isinstance(module, Saccading):
             return
         if self.samples is None and batch_idx == 0 and dataloader_idx == 0:
-            self.samples = {
-                k: v[: self.num_samples].detach().cpu() if isinstance(v, torch.Tensor)
-                else list(v[: self.num_samples])
-                for k, v in batch.items()
-            }  # fmt: skip
+            self.samples = first_samples(batch, self.num_samples)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self.samples is None:
             return
-        samples, images = self.samples, self.samples["image"]
-        with torch.no_grad():
-            saccades = module.saccade(
-                images.to(module.device) if isinstance(images, torch.Tensor) else images,
-                samples["proxy"].to(module.device),
-                sample=False,
-                scale_bounds=samples.get("scale_bounds"),
-            )
-        predictions = module.task.predict(saccades.log_probs).cpu()
         names = getattr(trainer.datamodule, "class_names", None)
-        pictures = [
-            SaccadePicture(
-                image=thumbnail(images[i], side=256),
-                proxy=samples["proxy"][i],
-                boxes=saccades.boxes[i].cpu(),
-                glimpses=saccades.glimpses[i].cpu(),
-                prediction=describe(predictions[i], names),
-                label=describe(samples["target"][i].long(), names),
-            )
-            for i in range(len(predictions))
-        ]
+        pictures = saccade_pictures(module, self.samples, names)
         sheet = draw_saccades(pictures)
         write_png_atomically(self.dirpath / f"epoch_{trainer.current_epoch:03d}.png", sheet)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 log_to_wandb(logger, sheet, pictures, trainer.current_epoch, trainer.global_step)
+
+
+def first_samples(batch: Batch, n: int) -> Batch:
+    """The first ``n`` samples of ``batch``, on the CPU (image sources stay as they are)."""
+    return {
+        k: v[:n].detach().cpu() if isinstance(v, torch.Tensor) else list(v[:n])
+        for k, v in batch.items()
+    }
+
+
+def saccade_pictures(
+    module: Saccading, samples: Batch, class_names: Sequence[str] | None = None
+) -> list[SaccadePicture]:
+    """Where ``module`` looks on each sample of ``samples`` (a batch on the CPU: image
+    tensors or image sources, proxies, targets), under its posterior mean, one picture a
+    sample."""
+    images = samples["image"]
+    with torch.no_grad():
+        saccades = module.saccade(
+            images.to(module.device) if isinstance(images, torch.Tensor) else images,
+            samples["proxy"].to(module.device),
+            sample=False,
+            scale_bounds=samples.get("scale_bounds"),
+        )
+    predictions = module.task.predict(saccades.log_probs).cpu()
+    return [
+        SaccadePicture(
+            image=thumbnail(images[i], side=256),
+            proxy=samples["proxy"][i],
+            boxes=saccades.boxes[i].cpu(),
+            glimpses=saccades.glimpses[i].cpu(),
+            prediction=describe(predictions[i], class_names),
+            label=describe(samples["target"][i].long(), class_names),
+        )
+        for i in range(len(predictions))
+    ]
 
 
 def log_to_wandb(
