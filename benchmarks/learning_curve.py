@@ -26,13 +26,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
-from varsac.callbacks import first_samples, saccade_pictures
+from varsac.callbacks import PICTURED_SAMPLES, first_samples, saccade_pictures
 from varsac.files import write_png_atomically
 from varsac.models.saccades import Saccading
 from varsac.train import instantiate_data_and_model
 from varsac.viz import draw_saccades
-
-PICTURED = 6  # test samples drawn at each evaluation, as callbacks.SaccadePictures draws
 
 
 class EvaluateOnTheClock(Callback):
@@ -88,7 +86,7 @@ class EvaluateOnTheClock(Callback):
         metrics = module.task.metrics().to(module.device)
         for index, batch in enumerate(self.datamodule.test_dataloader()):
             if index == 0 and self.pictures is not None and isinstance(module, Saccading):
-                self.draw(module, first_samples(batch, PICTURED), step)
+                self.draw(module, first_samples(batch, PICTURED_SAMPLES), step)
             batch = {
                 k: v.to(module.device) if isinstance(v, torch.Tensor) else v
                 for k, v in batch.items()

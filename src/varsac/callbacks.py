@@ -17,6 +17,8 @@ from varsac.viz import SaccadePicture, boxed_image, describe, draw_saccades, gli
 
 # The per-sample table sent to W&B after each validation epoch, under ``val/glimpses``.
 GLIMPSE_COLUMNS = ["image", "glimpses", "prediction", "label", "epoch"]
+# Samples drawn in a sheet of saccades (``SaccadePictures``, ``learning_curve.py``).
+PICTURED_SAMPLES = 6
 
 
 class SaccadePictures(Callback):
@@ -30,7 +32,7 @@ class SaccadePictures(Callback):
     that does not saccade (a baseline) has nothing to draw: the callback does nothing.
     """
 
-    def __init__(self, dirpath: str, num_samples: int = 6) -> None:
+    def __init__(self, dirpath: str, num_samples: int = PICTURED_SAMPLES) -> None:
         self.dirpath = Path(dirpath)
         self.num_samples = num_samples
         self.samples: Batch | None = None
