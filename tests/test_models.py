@@ -17,7 +17,7 @@ from varsac.models import localized_spatial_transformer as lst
 from varsac.models.classifier import NonFiniteLossError
 from varsac.models.crop_classifier import INFERENCE_CHUNK, CropClassifier
 from varsac.models.full_image import FullImageClassifier
-from varsac.models.map_pointer import CellDraw, MapPointer
+from varsac.models.map_pointer import CellDraw, MapPointer, contrast_logits
 from varsac.models.proxy_encoder import ProxyEncoder
 from varsac.models.saccader import Saccader
 from varsac.models.saccades import SaccadeNetwork
@@ -47,6 +47,7 @@ def tiny_saccader(**kwargs) -> Saccader:
             reconstruction_size=kwargs.pop("reconstruction_size", None),
             prior=kwargs.pop("prior", "learnt"),
             where=kwargs.pop("where", "dense"),
+            contrast_prior=kwargs.pop("contrast_prior", 0.0),
         ),
         cropper=SpatialTransformer(window=8),
         crop_classifier=CropClassifier(1, 10, channels=(8, 16), hidden=16),
@@ -271,6 +272,60 @@ def test_a_cell_draw_takes_a_new_cell_each_step_likeliest_first_in_evaluation() 
         taken(torch.randn(1, 8))
 
 
+def test_contrast_logits_rank_the_cells_by_how_far_they_are_from_the_background() -> None:
+    """Grey background: a white 2² block fills cell (0, 1) of the 4² grid, a black one half of
+    cell (3, 3); blank cells get the floor, 1 % of the mean contrast; a blank image is even."""
+    proxy = torch.full((1, 1, 8, 8), 0.5)
+    proxy[0, 0, 0:2, 2:4] = 1.0
+    proxy[0, 0, 6:8, 6] = 0.0
+    logits = contrast_logits(proxy, 4)[0].view(4, 4)
+    contrast = torch.zeros(4, 4)
+    contrast[0, 1], contrast[3, 3] = 0.5, 0.25
+    expected = (contrast + 0.01 * contrast.mean()).log()
+    torch.testing.assert_close(logits, expected)
+    assert contrast_logits(torch.full((2, 3, 8, 8), 0.3), 4).unique().numel() == 1
+
+
+def test_a_cell_draw_adds_its_prior_to_the_attention_logits() -> None:
+    """An attention even over the cells (all-zero map): evaluation follows the prior alone,
+    and the log-probability is that of attention plus prior over the cells left."""
+    pointer = hot_pointer()
+    keys = pointer.keys(torch.zeros(2, 2, 4, 4))
+    prior = torch.zeros(2, 16)
+    prior[:, 5], prior[:, 10], prior[1, 15] = 4.0, 3.0, 5.0
+    draw = CellDraw(pointer, keys, sample=False, prior=prior)
+    first, log_prob = draw(torch.randn(2, 8))
+    second, _ = draw(torch.randn(2, 8))
+    assert first.tolist() == [[-0.25, -0.25], [0.75, 0.75]]  # cells 5 and 15
+    assert second.tolist() == [[0.25, 0.25], [-0.25, -0.25]]  # then cells 10 and 5
+    torch.testing.assert_close(log_prob, prior.log_softmax(-1)[[0, 1], [5, 15]])
+
+
+def test_a_saccade_network_with_a_contrast_prior_first_looks_where_the_proxy_shows_something() -> (
+    None
+):
+    """An untrained model, κ = 20: on a black proxy with one bright blob, the first saccade of
+    the posterior mean is placed in the blob's cell (before the crop's (1 − scale) margin),
+    wherever the blob is."""
+    torch.manual_seed(0)
+    network = SaccadeNetwork(
+        ProxyEncoder(1, 16, channels=(8, 16), feature_dim=32),
+        VRNN(32, 1, 16, steps=2, hidden_dim=32, where="cells", contrast_prior=20.0),
+        SpatialTransformer(window=8),
+        CropClassifier(1, 10, channels=(8, 16), hidden=16),
+        Classification(10),
+    ).eval()
+    proxy = torch.zeros(2, 1, 16, 16)
+    proxy[0, 0, 1:3, 13:15] = 1.0  # cell (row 0, column 3) of the 4² map
+    proxy[1, 0, 9:11, 5:7] = 1.0  # cell (row 2, column 1)
+    with torch.no_grad():
+        looked = network.saccade(torch.rand(2, 1, 32, 32), proxy, sample=False)
+    place = looked.rollout.latents[:, 0, 1:3].tanh()  # (x, y) in (−1, 1)
+    assert ((place + 1) * 2).floor().tolist() == [[3.0, 0.0], [1.0, 2.0]]
+    with pytest.raises(ValueError, match="positive with where=cells"):
+        VRNN(32, 1, 16, contrast_prior=1.0)
+
+
 def test_a_vrnn_with_where_cells_places_each_crop_inside_the_cell_drawn() -> None:
     vrnn = VRNN(12, 1, 8, steps=3, hidden_dim=16, where="cells")
     pointer = hot_pointer(hidden_dim=16)
@@ -296,15 +351,21 @@ def test_a_vrnn_with_where_cells_places_each_crop_inside_the_cell_drawn() -> Non
         ("cells", False, 0),
         ("cells", True, 0),
         ("cells", True, 1),
+        ("cells+contrast", True, 0),
     ],
 )
 def test_a_saccader_pointing_on_the_map_trains_every_parameter(
     where: str, closed_loop: bool, policy_gradient: float
 ) -> None:
     """With ``cells`` the attention learns even without the score function, through the
-    glimpse features' a/⊥a."""
+    glimpse features' a/⊥a, and still with a contrast prior added to its logits."""
+    where, _, contrast = where.partition("+")
     model = tiny_saccader(
-        where=where, closed_loop=closed_loop, train_samples=2, policy_gradient=policy_gradient
+        where=where,
+        closed_loop=closed_loop,
+        train_samples=2,
+        policy_gradient=policy_gradient,
+        contrast_prior=1.0 if contrast else 0.0,
     )
     loss, _, _ = model.objective(tiny_batch(), sample=True)
     loss.backward()

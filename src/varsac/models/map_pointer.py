@@ -19,9 +19,16 @@ every cell, so "look at what looks like this" is one set of weights wherever the
   weighted by a/⊥a (1 in value, ∇log a in gradient: attention sampling's estimator, ATS,
   Katharopoulos & Fleuret 2019), and through the score function when
   ``model.policy_gradient`` > 0.
+
+A draw can also lean on what the proxy shows before anything is learnt (``vrnn.contrast_prior``
+= κ > 0): κ · log contrast_ij is added to the logits, contrast_ij the mean distance of
+cell (i, j)'s proxy pixels from the image's background (its per-channel median). On a
+sparse image (digits on black, tissue on glass, an army on a map) the first draws then
+land where something is, not on blank cells whose glimpses teach the classifier nothing.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -75,11 +82,14 @@ class CellDraw:
     ``sample``: draw the cell from that attention (training); otherwise take its most
     likely one (evaluation), so that T steps look at T different places even where the
     attention hardly changes from step to step. ``half_side`` is a cell's half width in
-    the normalised frame (1/s), the room the crop has around the centre.
+    the normalised frame (1/s), the room the crop has around the centre. ``prior``:
+    (B, s·s) logits added to the attention's at every step (``contrast_logits``), or None.
     """
 
-    def __init__(self, pointer: MapPointer, keys: Tensor, sample: bool) -> None:
-        self.pointer, self.keys, self.sample = pointer, keys, sample
+    def __init__(
+        self, pointer: MapPointer, keys: Tensor, sample: bool, prior: Tensor | None = None
+    ) -> None:
+        self.pointer, self.keys, self.sample, self.prior = pointer, keys, sample, prior
         self.centres = cell_centres(keys)  # (s·s, 2)
         self.taken = torch.zeros(
             keys.shape[0], len(self.centres), dtype=torch.bool, device=keys.device
@@ -89,7 +99,10 @@ class CellDraw:
     def __call__(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
         if self.taken.all(-1).any():
             raise ValueError(f"every one of the map's {len(self.centres)} cells is taken")
-        logits = self.pointer.logits(self.keys, hidden).masked_fill(self.taken, float("-inf"))
+        logits = self.pointer.logits(self.keys, hidden)
+        if self.prior is not None:
+            logits = logits + self.prior
+        logits = logits.masked_fill(self.taken, float("-inf"))
         log_probs = logits.log_softmax(-1)
         if self.sample:
             cell = torch.multinomial(log_probs.detach().exp(), 1)[:, 0]
@@ -97,3 +110,17 @@ class CellDraw:
             cell = log_probs.argmax(-1)
         self.taken = self.taken.scatter(1, cell[:, None], True)
         return self.centres[cell], log_probs.gather(1, cell[:, None])[:, 0]
+
+
+def contrast_logits(proxy: Tensor, side: int, floor: float = 0.01) -> Tensor:
+    """(B, C, P, P) proxy → (B, side·side) log contrast of each cell of a side² grid, row-major.
+
+    A cell's contrast is the mean over its pixels of Σ_c |proxy − median_c|, the median taken
+    per image and channel over all its pixels (the background, where most pixels are). A
+    cell with nothing on it gets ``floor`` times the image's mean cell contrast rather than
+    0, so that it stays drawable; a blank image gives every cell the same logit.
+    """
+    background = proxy.flatten(2).median(-1).values[..., None, None]  # (B, C, 1, 1)
+    distance = (proxy - background).abs().sum(1, keepdim=True)  # (B, 1, P, P)
+    contrast = F.adaptive_avg_pool2d(distance, side).flatten(1)  # (B, side²)
+    return (contrast + floor * contrast.mean(-1, keepdim=True) + 1e-12).log()

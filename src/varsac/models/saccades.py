@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from varsac.models.crop_classifier import CropClassifier
-from varsac.models.map_pointer import CellDraw, MapPointer
+from varsac.models.map_pointer import CellDraw, MapPointer, contrast_logits
 from varsac.models.proxy_encoder import ProxyEncoder
 from varsac.models.spatial_transformer import crop_boxes, crops_from_latents
 from varsac.models.vrnn import VRNN, Rollout
@@ -136,7 +136,11 @@ class Saccading:
         if self.map_pointer is not None:
             keys = self.map_pointer.keys(feature_map).repeat_interleave(looks, 0)  # (N, A, s, s)
             if self.vrnn.where == "cells":
-                locate = CellDraw(self.map_pointer, keys, sample)
+                prior = None
+                if self.vrnn.contrast_prior:  # (N, s·s)
+                    prior = self.vrnn.contrast_prior * contrast_logits(proxy, keys.shape[-1])
+                    prior = prior.repeat_interleave(looks, 0)
+                locate = CellDraw(self.map_pointer, keys, sample, prior)
             else:  # (N, hidden) state → (N, 2) centre
                 locate = partial(self.map_pointer.point, keys)
         if self.glimpse_embedding is None:

@@ -20,6 +20,8 @@ atanh of the point that attention over the proxy encoder's map picks given h
 point times (1 − scale). Its scale, its spread and the other coordinates stay the
 dense layer's. With ``where="cells"`` ``locate`` draws a cell of that map instead, and
 z₁, z₂ place the crop inside it: centre = (cell centre + half side · tanh(z₁, z₂)).
+``contrast_prior`` = κ > 0 adds κ · log of each cell's contrast on the proxy to that draw's
+logits (map_pointer.contrast_logits), so that it starts where something is to see.
 
 The latent z_t ∈ R^latent_dim is what the saccade is made of: its first three
 coordinates become the crop's scale and centre (see spatial_transformer.py).
@@ -197,8 +199,15 @@ class VRNN(nn.Module):
         reconstruction_size: int | None = None,
         prior: str = "learnt",
         where: str = "dense",
+        contrast_prior: float = 0.0,
     ) -> None:
         super().__init__()
+        if contrast_prior < 0 or (contrast_prior and where != "cells"):
+            raise ValueError(
+                f"contrast_prior must be 0, or positive with where=cells, got {contrast_prior} "
+                f"with where={where}"
+            )
+        self.contrast_prior = contrast_prior
         if prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
         if where not in WHERES:
