@@ -17,7 +17,7 @@ from varsac.models import localized_spatial_transformer as lst
 from varsac.models.classifier import NonFiniteLossError
 from varsac.models.crop_classifier import INFERENCE_CHUNK, CropClassifier
 from varsac.models.full_image import FullImageClassifier
-from varsac.models.map_pointer import CellDraw, MapPointer, contrast_logits
+from varsac.models.map_pointer import CellDraw, MapPointer, cell_contrast
 from varsac.models.proxy_encoder import ProxyEncoder
 from varsac.models.saccader import Saccader
 from varsac.models.saccades import SaccadeNetwork
@@ -272,23 +272,30 @@ def test_a_cell_draw_takes_a_new_cell_each_step_likeliest_first_in_evaluation() 
         taken(torch.randn(1, 8))
 
 
-def test_contrast_logits_rank_the_cells_by_how_far_they_are_from_the_background() -> None:
-    """Grey background: a white 2² block fills cell (0, 1) of the 4² grid, a black one half of
-    cell (3, 3); blank cells get the floor, 1 % of the mean contrast; a blank image is even."""
+def test_cell_contrast_ranks_the_cells_by_how_far_they_are_from_the_background() -> None:
+    """Grey background: a white 2² block fills cell (0, 1) of the 4² grid, one black pixel
+    marks cell (3, 3), a darker grey fills cell (2, 0). The one black pixel counts as much as
+    a full cell of it (the largest distance, not the mean) and is that cell's peak; blank
+    cells get the floor, 1 % of the mean contrast; a blank image is even."""
     proxy = torch.full((1, 1, 8, 8), 0.5)
     proxy[0, 0, 0:2, 2:4] = 1.0
-    proxy[0, 0, 6:8, 6] = 0.0
-    logits = contrast_logits(proxy, 4)[0].view(4, 4)
+    proxy[0, 0, 7, 6] = 0.0
+    proxy[0, 0, 4:6, 0:2] = 0.25
+    logits, peaks = cell_contrast(proxy, 4)
     contrast = torch.zeros(4, 4)
-    contrast[0, 1], contrast[3, 3] = 0.5, 0.25
+    contrast[0, 1], contrast[3, 3], contrast[2, 0] = 0.5, 0.5, 0.25
     expected = (contrast + 0.01 * contrast.mean()).log()
-    torch.testing.assert_close(logits, expected)
-    assert contrast_logits(torch.full((2, 3, 8, 8), 0.3), 4).unique().numel() == 1
+    torch.testing.assert_close(logits[0].view(4, 4), expected)
+    pixel = 2 / 8  # a pixel's side in the normalised frame
+    torch.testing.assert_close(peaks[0, 15], torch.tensor([-1 + 6.5 * pixel, -1 + 7.5 * pixel]))
+    torch.testing.assert_close(peaks[0, 0], torch.tensor([-1 + 0.5 * pixel, -1 + 0.5 * pixel]))
+    assert cell_contrast(torch.full((2, 3, 8, 8), 0.3), 4)[0].unique().numel() == 1
 
 
 def test_a_cell_draw_adds_its_prior_to_the_attention_logits() -> None:
     """An attention even over the cells (all-zero map): evaluation follows the prior alone,
-    and the log-probability is that of attention plus prior over the cells left."""
+    the log-probability is that of attention plus prior over the cells left, and a cell's
+    place is its centre, or the place given for it."""
     pointer = hot_pointer()
     keys = pointer.keys(torch.zeros(2, 2, 4, 4))
     prior = torch.zeros(2, 16)
@@ -299,14 +306,17 @@ def test_a_cell_draw_adds_its_prior_to_the_attention_logits() -> None:
     assert first.tolist() == [[-0.25, -0.25], [0.75, 0.75]]  # cells 5 and 15
     assert second.tolist() == [[0.25, 0.25], [-0.25, -0.25]]  # then cells 10 and 5
     torch.testing.assert_close(log_prob, prior.log_softmax(-1)[[0, 1], [5, 15]])
+    places = torch.rand(2, 16, 2) * 2 - 1  # each cell's own place, not its centre
+    peaked = CellDraw(pointer, keys, sample=False, prior=prior, places=places)
+    assert torch.equal(peaked(torch.randn(2, 8))[0], places[[0, 1], [5, 15]])
 
 
 def test_a_saccade_network_with_a_contrast_prior_first_looks_where_the_proxy_shows_something() -> (
     None
 ):
     """An untrained model, κ = 20: on a black proxy with one bright blob, the first saccade of
-    the posterior mean is placed in the blob's cell (before the crop's (1 − scale) margin),
-    wherever the blob is."""
+    the posterior mean is placed in the blob's cell, within half a cell of the blob's peak
+    pixel (before the crop's (1 − scale) margin), wherever the blob is."""
     torch.manual_seed(0)
     network = SaccadeNetwork(
         ProxyEncoder(1, 16, channels=(8, 16), feature_dim=32),
@@ -321,7 +331,8 @@ def test_a_saccade_network_with_a_contrast_prior_first_looks_where_the_proxy_sho
     with torch.no_grad():
         looked = network.saccade(torch.rand(2, 1, 32, 32), proxy, sample=False)
     place = looked.rollout.latents[:, 0, 1:3].tanh()  # (x, y) in (−1, 1)
-    assert ((place + 1) * 2).floor().tolist() == [[3.0, 0.0], [1.0, 2.0]]
+    peaks = torch.tensor([[13.5, 1.5], [5.5, 9.5]]) / 8 - 1  # the first pixel of each blob
+    assert ((place - peaks).abs() <= 0.25).all()  # half a cell of the 4² map
     with pytest.raises(ValueError, match="positive with where=cells"):
         VRNN(32, 1, 16, contrast_prior=1.0)
 

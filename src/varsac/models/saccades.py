@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from varsac.models.crop_classifier import CropClassifier
-from varsac.models.map_pointer import CellDraw, MapPointer, contrast_logits
+from varsac.models.map_pointer import CellDraw, MapPointer, cell_contrast
 from varsac.models.proxy_encoder import ProxyEncoder
 from varsac.models.spatial_transformer import crop_boxes, crops_from_latents
 from varsac.models.vrnn import VRNN, Rollout
@@ -136,11 +136,12 @@ class Saccading:
         if self.map_pointer is not None:
             keys = self.map_pointer.keys(feature_map).repeat_interleave(looks, 0)  # (N, A, s, s)
             if self.vrnn.where == "cells":
-                prior = None
-                if self.vrnn.contrast_prior:  # (N, s·s)
-                    prior = self.vrnn.contrast_prior * contrast_logits(proxy, keys.shape[-1])
-                    prior = prior.repeat_interleave(looks, 0)
-                locate = CellDraw(self.map_pointer, keys, sample, prior)
+                prior = places = None
+                if self.vrnn.contrast_prior:  # (N, s·s) logits, (N, s·s, 2) peaks
+                    logits, places = cell_contrast(proxy, keys.shape[-1])
+                    prior = self.vrnn.contrast_prior * logits.repeat_interleave(looks, 0)
+                    places = places.repeat_interleave(looks, 0)
+                locate = CellDraw(self.map_pointer, keys, sample, prior, places)
             else:  # (N, hidden) state → (N, 2) centre
                 locate = partial(self.map_pointer.point, keys)
         if self.glimpse_embedding is None:

@@ -21,7 +21,8 @@ point times (1 − scale). Its scale, its spread and the other coordinates stay 
 dense layer's. With ``where="cells"`` ``locate`` draws a cell of that map instead, and
 z₁, z₂ place the crop inside it: centre = (cell centre + half side · tanh(z₁, z₂)).
 ``contrast_prior`` = κ > 0 adds κ · log of each cell's contrast on the proxy to that draw's
-logits (map_pointer.contrast_logits), so that it starts where something is to see.
+logits and puts the cell's place at its peak instead of its centre
+(map_pointer.cell_contrast), so that it starts on what there is to see.
 
 The latent z_t ∈ R^latent_dim is what the saccade is made of: its first three
 coordinates become the crop's scale and centre (see spatial_transformer.py).
