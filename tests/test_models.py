@@ -31,6 +31,8 @@ from varsac.models.vrnn import VRNN
 from varsac.pyramid import PyramidTIFF, write_pyramid
 from varsac.tasks import Classification, SetClassification
 
+SCALES = (0.1, 0.3)  # the crops' (min, max) scale where a cell draw needs them
+
 
 def tiny_saccader(**kwargs) -> Saccader:
     torch.manual_seed(0)
@@ -248,12 +250,12 @@ def test_a_cell_draw_takes_a_new_cell_each_step_likeliest_first_in_evaluation() 
     feature_map[0, 0, 0, 1], feature_map[0, 0, 2, 2], feature_map[0, 0, 3, 0] = 1.0, 0.9, 0.8
     pointer = hot_pointer()
     keys = pointer.keys(feature_map)
-    draw = CellDraw(pointer, keys, sample=False)
+    draw = CellDraw(pointer, keys, sample=False, scales=SCALES)
     assert draw.half_side == 0.25
     centres = [draw(torch.randn(1, 8))[0][0].tolist() for _ in range(3)]
     assert centres == [[-0.25, -0.75], [0.25, 0.25], [-0.75, 0.75]]  # (x, y) of each cell
     torch.manual_seed(0)
-    draw = CellDraw(pointer, keys.expand(500, -1, -1, -1), sample=True)
+    draw = CellDraw(pointer, keys.expand(500, -1, -1, -1), sample=True, scales=SCALES)
     drawn = [draw(torch.randn(500, 8)) for _ in range(2)]
     cells = torch.stack([centre for centre, _ in drawn], 1)  # (500, 2 steps, 2)
     assert (cells[:, 0] != cells[:, 1]).any(-1).all()  # no cell twice in a rollout
@@ -266,7 +268,7 @@ def test_a_cell_draw_takes_a_new_cell_each_step_likeliest_first_in_evaluation() 
     )
     torch.testing.assert_close(first, logits.softmax(0)[:3], atol=0.07, rtol=0)
     torch.testing.assert_close(drawn[0][1][0], logits.log_softmax(0)[0], atol=1e-4, rtol=0)
-    taken = CellDraw(pointer, pointer.keys(torch.zeros(1, 2, 1, 1)), sample=True)
+    taken = CellDraw(pointer, pointer.keys(torch.zeros(1, 2, 1, 1)), True, SCALES)
     taken(torch.randn(1, 8))
     with pytest.raises(ValueError, match="every one of the map's 1 cells is taken"):
         taken(torch.randn(1, 8))
@@ -300,14 +302,14 @@ def test_a_cell_draw_adds_its_prior_to_the_attention_logits() -> None:
     keys = pointer.keys(torch.zeros(2, 2, 4, 4))
     prior = torch.zeros(2, 16)
     prior[:, 5], prior[:, 10], prior[1, 15] = 4.0, 3.0, 5.0
-    draw = CellDraw(pointer, keys, sample=False, prior=prior)
+    draw = CellDraw(pointer, keys, sample=False, scales=SCALES, prior=prior)
     first, log_prob = draw(torch.randn(2, 8))
     second, _ = draw(torch.randn(2, 8))
     assert first.tolist() == [[-0.25, -0.25], [0.75, 0.75]]  # cells 5 and 15
     assert second.tolist() == [[0.25, 0.25], [-0.25, -0.25]]  # then cells 10 and 5
     torch.testing.assert_close(log_prob, prior.log_softmax(-1)[[0, 1], [5, 15]])
     places = torch.rand(2, 16, 2) * 2 - 1  # each cell's own place, not its centre
-    peaked = CellDraw(pointer, keys, sample=False, prior=prior, places=places)
+    peaked = CellDraw(pointer, keys, False, SCALES, prior, places)
     assert torch.equal(peaked(torch.randn(2, 8))[0], places[[0, 1], [5, 15]])
 
 
@@ -315,8 +317,8 @@ def test_a_saccade_network_with_a_contrast_prior_first_looks_where_the_proxy_sho
     None
 ):
     """An untrained model, κ = 20: on a black proxy with one bright blob, the first saccade of
-    the posterior mean is placed in the blob's cell, within half a cell of the blob's peak
-    pixel (before the crop's (1 − scale) margin), wherever the blob is."""
+    the posterior mean is centred within half a cell of the blob's peak pixel, wherever the
+    blob is."""
     torch.manual_seed(0)
     network = SaccadeNetwork(
         ProxyEncoder(1, 16, channels=(8, 16), feature_dim=32),
@@ -330,21 +332,35 @@ def test_a_saccade_network_with_a_contrast_prior_first_looks_where_the_proxy_sho
     proxy[1, 0, 9:11, 5:7] = 1.0  # cell (row 2, column 1)
     with torch.no_grad():
         looked = network.saccade(torch.rand(2, 1, 32, 32), proxy, sample=False)
-    place = looked.rollout.latents[:, 0, 1:3].tanh()  # (x, y) in (−1, 1)
+    place = looked.crops[:, 0, 1:3]  # (x, y) in (−1, 1): the first crop's centre
     peaks = torch.tensor([[13.5, 1.5], [5.5, 9.5]]) / 8 - 1  # the first pixel of each blob
     assert ((place - peaks).abs() <= 0.25).all()  # half a cell of the 4² map
     with pytest.raises(ValueError, match="positive with where=cells"):
         VRNN(32, 1, 16, contrast_prior=1.0)
 
 
+def test_a_cell_draw_centres_the_crop_on_the_place_and_the_offset_the_latent_makes() -> None:
+    """The crop's centre is the place plus half a cell · tanh(z₁, z₂), the (1 − scale)
+    margin of crops_from_latents undone, as the image allows: a place at the border gets a
+    crop against the border, not one that leaves the image."""
+    pointer = hot_pointer()
+    draw = CellDraw(pointer, pointer.keys(torch.zeros(3, 2, 4, 4)), False, SCALES)
+    latent = torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.5, -1.0], [0.0, 0.0, 0.0]])
+    place = torch.tensor([[0.5, -0.5], [-0.3, 0.2], [0.99, 0.0]])
+    crop = crops_from_latents(draw.inside(latent, place), *SCALES)  # (3, 3): scale, x, y
+    torch.testing.assert_close(crop[:, 0], crops_from_latents(latent, *SCALES)[:, 0])
+    expected = place[:2] + 0.25 * latent[:2, 1:].tanh()
+    torch.testing.assert_close(crop[:2, 1:], expected)
+    torch.testing.assert_close(crop[2, 1:], torch.tensor([1 - crop[2, 0], 0.0]), atol=1e-5, rtol=0)
+
+
 def test_a_vrnn_with_where_cells_places_each_crop_inside_the_cell_drawn() -> None:
     vrnn = VRNN(12, 1, 8, steps=3, hidden_dim=16, where="cells")
     pointer = hot_pointer(hidden_dim=16)
     keys = pointer.keys(torch.rand(2, 2, 4, 4))
-    rollout = vrnn(
-        torch.randn(2, 12), torch.rand(2, 1, 8, 8), True, locate=CellDraw(pointer, keys, True)
-    )
-    place = rollout.latents[..., 1:3].tanh()  # (2, 3, 2)
+    draw = CellDraw(pointer, keys, True, SCALES)
+    rollout = vrnn(torch.randn(2, 12), torch.rand(2, 1, 8, 8), True, locate=draw)
+    place = crops_from_latents(rollout.latents, *SCALES)[..., 1:3]  # (2, 3, 2) crop centres
     cells = ((place + 1) * 2).floor()  # the column and row of the cell each centre is in
     assert (place.abs() < 1).all() and len({tuple(c) for c in cells[0].tolist()}) == 3
     assert rollout.cell_log_prob.shape == (2, 3) and (rollout.cell_log_prob < 0).all()

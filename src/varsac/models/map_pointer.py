@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from varsac.models.spatial_transformer import crops_from_latents
+
 
 class MapPointer(nn.Module):
     """Attention over a (B, map_channels, s, s) proxy map, queried by the (B, hidden_dim) state.
@@ -79,14 +81,15 @@ def cell_centres(keys: Tensor) -> Tensor:
 class CellDraw:
     """One rollout's choice of cells: each call, with the (B, hidden_dim) state, picks a cell
     that this rollout has not picked before and returns the (B, 2) place to look around in
-    it and the (B,) log-probability of the pick under the attention over the cells left.
+    it and the (B,) log-probability of the pick under the attention over the cells left;
+    ``inside`` then turns a latent into the one whose crop is centred there.
 
     ``sample``: draw the cell from that attention (training); otherwise take its most
     likely one (evaluation), so that T steps look at T different places even where the
-    attention hardly changes from step to step. ``half_side`` is a cell's half width in
-    the normalised frame (1/s), the room the crop has around the place. ``prior``:
-    (B, s·s) logits added to the attention's at every step, and ``places``: (B, s·s, 2)
-    each cell's place; both from ``cell_contrast``, or None: no prior, the cells' centres.
+    attention hardly changes from step to step. ``scales``: the crops' (min, max) scale, as
+    ``crops_from_latents`` takes them (numbers, or (B, 1) each). ``prior``: (B, s·s) logits
+    added to the attention's at every step, and ``places``: (B, s·s, 2) each cell's place;
+    both from ``cell_contrast``, or None: no prior, and the cells' centres.
     """
 
     def __init__(
@@ -94,14 +97,16 @@ class CellDraw:
         pointer: MapPointer,
         keys: Tensor,
         sample: bool,
+        scales: tuple[float | Tensor, float | Tensor],
         prior: Tensor | None = None,
         places: Tensor | None = None,
     ) -> None:
         self.pointer, self.keys, self.sample, self.prior = pointer, keys, sample, prior
+        self.scales = scales
         cells = keys.shape[-1] * keys.shape[-2]
         self.places = cell_centres(keys).expand(keys.shape[0], -1, -1) if places is None else places
         self.taken = torch.zeros(keys.shape[0], cells, dtype=torch.bool, device=keys.device)
-        self.half_side = 1.0 / keys.shape[-1]
+        self.half_side = 1.0 / keys.shape[-1]  # a cell's half width in the normalised frame
 
     def __call__(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
         if self.taken.all(-1).any():
@@ -118,6 +123,15 @@ class CellDraw:
         self.taken = self.taken.scatter(1, cell[:, None], True)
         place = self.places.gather(1, cell[:, None, None].expand(-1, 1, 2))[:, 0]
         return place, log_probs.gather(1, cell[:, None])[:, 0]
+
+    def inside(self, latent: Tensor, place: Tensor) -> Tensor:
+        """(B, latent_dim) latent, its z₁, z₂ read as an offset from the (B, 2) place → the
+        latent whose crop (``crops_from_latents``: centre tanh(z₁, z₂) · (1 − scale)) is
+        centred on place + half a cell · tanh(z₁, z₂), or as near as the image allows."""
+        scale = crops_from_latents(latent, *self.scales)[..., :1]  # (B, 1)
+        centre = place + self.half_side * torch.tanh(latent[..., 1:3])
+        at = (centre / (1 - scale)).clamp(-1 + 1e-6, 1 - 1e-6)
+        return torch.cat([latent[..., :1], torch.atanh(at), latent[..., 3:]], dim=-1)
 
 
 def cell_contrast(proxy: Tensor, side: int, floor: float = 0.01) -> tuple[Tensor, Tensor]:

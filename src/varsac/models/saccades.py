@@ -141,7 +141,8 @@ class Saccading:
                     logits, places = cell_contrast(proxy, keys.shape[-1])
                     prior = self.vrnn.contrast_prior * logits.repeat_interleave(looks, 0)
                     places = places.repeat_interleave(looks, 0)
-                locate = CellDraw(self.map_pointer, keys, sample, prior, places)
+                scales = (low, high) if scale_bounds is None else (low[:, 0], high[:, 0])
+                locate = CellDraw(self.map_pointer, keys, sample, scales, prior, places)
             else:  # (N, hidden) state → (N, 2) centre
                 locate = partial(self.map_pointer.point, keys)
         if self.glimpse_embedding is None:

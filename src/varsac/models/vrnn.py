@@ -19,7 +19,8 @@ atanh of the point that attention over the proxy encoder's map picks given h
 (``locate``: map_pointer.py), not the dense layer's: the crop's centre is then that
 point times (1 − scale). Its scale, its spread and the other coordinates stay the
 dense layer's. With ``where="cells"`` ``locate`` draws a cell of that map instead, and
-z₁, z₂ place the crop inside it: centre = (cell centre + half side · tanh(z₁, z₂)).
+z₁, z₂ place the crop inside it: the crop's centre (the margin included) is the cell's
+centre + half its side · tanh(z₁, z₂).
 ``contrast_prior`` = κ > 0 adds κ · log of each cell's contrast on the proxy to that draw's
 logits and puts the cell's place at its peak instead of its centre
 (map_pointer.cell_contrast), so that it starts on what there is to see.
@@ -50,11 +51,13 @@ WHERES = ("dense", "map", "cells")
 
 class DrawCell(Protocol):
     """``where="cells"``'s locate (map_pointer.CellDraw): (B, hidden_dim) state → the (B, 2)
-    centre (x, y) of the cell drawn and the (B,) log-probability of drawing it."""
-
-    half_side: float  # a cell's half width in the normalised frame
+    place (x, y) of the cell drawn and the (B,) log-probability of drawing it; ``inside``:
+    a (B, latent_dim) latent and that place → the latent whose crop is at the place plus
+    the offset z₁, z₂ make."""
 
     def __call__(self, hidden: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def inside(self, latent: Tensor, place: Tensor) -> Tensor: ...
 
 
 @dataclass
@@ -275,8 +278,8 @@ class VRNN(nn.Module):
             drawn = posterior.rsample() if sample else posterior.mean
             latent = drawn
             if self.where == "cells":
-                centre, cell_log_prob = locate(hidden)
-                latent = inside_cell(drawn, centre, locate.half_side)
+                place, cell_log_prob = locate(hidden)
+                latent = locate.inside(drawn, place)
                 cell_log_probs.append(cell_log_prob)
             embedded = self.embed_latent(latent)
             latents.append(latent)
@@ -312,10 +315,3 @@ def centred_on(posterior: Normal, centre: Tensor) -> Normal:
     mean = posterior.mean
     mean = torch.cat([mean[..., :1], torch.atanh(centre), mean[..., 3:]], dim=-1)
     return Normal(mean, posterior.stddev, validate_args=False)
-
-
-def inside_cell(latent: Tensor, centre: Tensor, half_side: float) -> Tensor:
-    """(B, latent_dim) latent with z₁, z₂ read as the place inside the cell of (B, 2) centre:
-    the latent whose tanh(z₁, z₂) is centre + half_side · tanh(z₁, z₂), kept inside (−1, 1)."""
-    place = (centre + half_side * torch.tanh(latent[..., 1:3])).clamp(-1 + 1e-6, 1 - 1e-6)
-    return torch.cat([latent[..., :1], torch.atanh(place), latent[..., 3:]], dim=-1)
