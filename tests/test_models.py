@@ -251,7 +251,7 @@ def test_a_cell_draw_takes_a_new_cell_each_step_likeliest_first_in_evaluation() 
     pointer = hot_pointer()
     keys = pointer.keys(feature_map)
     draw = CellDraw(pointer, keys, sample=False, scales=SCALES)
-    assert draw.half_side == 0.25
+    assert draw.reach == 0.25  # half a cell
     centres = [draw(torch.randn(1, 8))[0][0].tolist() for _ in range(3)]
     assert centres == [[-0.25, -0.75], [0.25, 0.25], [-0.75, 0.75]]  # (x, y) of each cell
     torch.manual_seed(0)
@@ -317,8 +317,8 @@ def test_a_saccade_network_with_a_contrast_prior_first_looks_where_the_proxy_sho
     None
 ):
     """An untrained model, κ = 20: on a black proxy with one bright blob, the first saccade of
-    the posterior mean is centred within half a cell of the blob's peak pixel, wherever the
-    blob is."""
+    the posterior mean is centred within a proxy pixel of the blob's peak pixel, or as near
+    as the image's border allows, wherever the blob is."""
     torch.manual_seed(0)
     network = SaccadeNetwork(
         ProxyEncoder(1, 16, channels=(8, 16), feature_dim=32),
@@ -334,24 +334,27 @@ def test_a_saccade_network_with_a_contrast_prior_first_looks_where_the_proxy_sho
         looked = network.saccade(torch.rand(2, 1, 32, 32), proxy, sample=False)
     place = looked.crops[:, 0, 1:3]  # (x, y) in (−1, 1): the first crop's centre
     peaks = torch.tensor([[13.5, 1.5], [5.5, 9.5]]) / 8 - 1  # the first pixel of each blob
-    assert ((place - peaks).abs() <= 0.25).all()  # half a cell of the 4² map
+    room = 1 - looked.crops[:, 0, :1]  # how far from the middle the crop's centre can be
+    assert ((place - peaks.clamp(-room, room)).abs() <= 1 / 8).all()  # a proxy pixel
     with pytest.raises(ValueError, match="positive with where=cells"):
         VRNN(32, 1, 16, contrast_prior=1.0)
 
 
 def test_a_cell_draw_centres_the_crop_on_the_place_and_the_offset_the_latent_makes() -> None:
-    """The crop's centre is the place plus half a cell · tanh(z₁, z₂), the (1 − scale)
-    margin of crops_from_latents undone, as the image allows: a place at the border gets a
-    crop against the border, not one that leaves the image."""
+    """The crop's centre is the place plus the reach (half a cell, or as given) · tanh(z₁,
+    z₂), the (1 − scale) margin of crops_from_latents undone, as the image allows: a place at
+    the border gets a crop against the border, not one that leaves the image."""
     pointer = hot_pointer()
-    draw = CellDraw(pointer, pointer.keys(torch.zeros(3, 2, 4, 4)), False, SCALES)
+    keys = pointer.keys(torch.zeros(3, 2, 4, 4))
     latent = torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.5, -1.0], [0.0, 0.0, 0.0]])
     place = torch.tensor([[0.5, -0.5], [-0.3, 0.2], [0.99, 0.0]])
-    crop = crops_from_latents(draw.inside(latent, place), *SCALES)  # (3, 3): scale, x, y
-    torch.testing.assert_close(crop[:, 0], crops_from_latents(latent, *SCALES)[:, 0])
-    expected = place[:2] + 0.25 * latent[:2, 1:].tanh()
-    torch.testing.assert_close(crop[:2, 1:], expected)
-    torch.testing.assert_close(crop[2, 1:], torch.tensor([1 - crop[2, 0], 0.0]), atol=1e-5, rtol=0)
+    for draw, reach in ((CellDraw(pointer, keys, False, SCALES), 0.25),
+                        (CellDraw(pointer, keys, False, SCALES, reach=0.05), 0.05)):  # fmt: skip
+        crop = crops_from_latents(draw.inside(latent, place), *SCALES)  # (3, 3): scale, x, y
+        torch.testing.assert_close(crop[:, 0], crops_from_latents(latent, *SCALES)[:, 0])
+        torch.testing.assert_close(crop[:2, 1:], place[:2] + reach * latent[:2, 1:].tanh())
+        edge = torch.tensor([1 - crop[2, 0], 0.0])
+        torch.testing.assert_close(crop[2, 1:], edge, atol=1e-5, rtol=0)
 
 
 def test_a_vrnn_with_where_cells_places_each_crop_inside_the_cell_drawn() -> None:

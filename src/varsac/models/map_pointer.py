@@ -23,7 +23,8 @@ every cell, so "look at what looks like this" is one set of weights wherever the
 A draw can also lean on what the proxy shows before anything is learnt (``vrnn.contrast_prior``
 = κ > 0): κ · log contrast_ij is added to the logits, contrast_ij the largest distance of
 cell (i, j)'s proxy pixels from the image's background (its per-channel median), and the
-crop is placed around that pixel, the cell's peak, rather than the cell's centre. On a
+crop is placed on that pixel, the cell's peak, rather than the cell's centre, and z₁, z₂
+move it by at most one proxy pixel. On a
 sparse image (digits on black, tissue on glass, an army on a map) the first draws then
 land on what is there, not on blank cells, or on a cell's corner, whose glimpses teach the
 classifier nothing.
@@ -89,7 +90,9 @@ class CellDraw:
     attention hardly changes from step to step. ``scales``: the crops' (min, max) scale, as
     ``crops_from_latents`` takes them (numbers, or (B, 1) each). ``prior``: (B, s·s) logits
     added to the attention's at every step, and ``places``: (B, s·s, 2) each cell's place;
-    both from ``cell_contrast``, or None: no prior, and the cells' centres.
+    both from ``cell_contrast``, or None: no prior, and the cells' centres. ``reach``: how
+    far, in the normalised frame, z₁ and z₂ may move the crop from the place; None: half a
+    cell, so that a crop can reach all of its cell from the centre.
     """
 
     def __init__(
@@ -100,13 +103,14 @@ class CellDraw:
         scales: tuple[float | Tensor, float | Tensor],
         prior: Tensor | None = None,
         places: Tensor | None = None,
+        reach: float | None = None,
     ) -> None:
         self.pointer, self.keys, self.sample, self.prior = pointer, keys, sample, prior
         self.scales = scales
         cells = keys.shape[-1] * keys.shape[-2]
         self.places = cell_centres(keys).expand(keys.shape[0], -1, -1) if places is None else places
         self.taken = torch.zeros(keys.shape[0], cells, dtype=torch.bool, device=keys.device)
-        self.half_side = 1.0 / keys.shape[-1]  # a cell's half width in the normalised frame
+        self.reach = 1.0 / keys.shape[-1] if reach is None else reach  # 1/s: half a cell
 
     def __call__(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
         if self.taken.all(-1).any():
@@ -127,9 +131,9 @@ class CellDraw:
     def inside(self, latent: Tensor, place: Tensor) -> Tensor:
         """(B, latent_dim) latent, its z₁, z₂ read as an offset from the (B, 2) place → the
         latent whose crop (``crops_from_latents``: centre tanh(z₁, z₂) · (1 − scale)) is
-        centred on place + half a cell · tanh(z₁, z₂), or as near as the image allows."""
+        centred on place + reach · tanh(z₁, z₂), or as near as the image allows."""
         scale = crops_from_latents(latent, *self.scales)[..., :1]  # (B, 1)
-        centre = place + self.half_side * torch.tanh(latent[..., 1:3])
+        centre = place + self.reach * torch.tanh(latent[..., 1:3])
         at = (centre / (1 - scale)).clamp(-1 + 1e-6, 1 - 1e-6)
         return torch.cat([latent[..., :1], torch.atanh(at), latent[..., 3:]], dim=-1)
 

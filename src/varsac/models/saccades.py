@@ -136,13 +136,14 @@ class Saccading:
         if self.map_pointer is not None:
             keys = self.map_pointer.keys(feature_map).repeat_interleave(looks, 0)  # (N, A, s, s)
             if self.vrnn.where == "cells":
-                prior = places = None
+                prior = places = reach = None
                 if self.vrnn.contrast_prior:  # (N, s·s) logits, (N, s·s, 2) peaks
                     logits, places = cell_contrast(proxy, keys.shape[-1])
                     prior = self.vrnn.contrast_prior * logits.repeat_interleave(looks, 0)
                     places = places.repeat_interleave(looks, 0)
+                    reach = 2 / proxy.shape[-1]  # a proxy pixel: the peak is on the thing
                 scales = (low, high) if scale_bounds is None else (low[:, 0], high[:, 0])
-                locate = CellDraw(self.map_pointer, keys, sample, scales, prior, places)
+                locate = CellDraw(self.map_pointer, keys, sample, scales, prior, places, reach)
             else:  # (N, hidden) state → (N, 2) centre
                 locate = partial(self.map_pointer.point, keys)
         if self.glimpse_embedding is None:
