@@ -207,6 +207,30 @@ def test_megapixel_proxy_cuts_each_thing_out_of_the_proxy_and_ranks_them(
     assert 0 <= last["all_in_top"] <= 1
 
 
+def test_megapixel_contrast_sees_what_a_glimpse_on_each_place_covers_and_the_prior_finds_digits(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import torch
+
+    from megapixel_contrast import in_view
+
+    centres = torch.tensor([[[750.0, 750.0], [100.0, 1400.0]]])  # (row, column) of two things
+    places = torch.tensor([[[0.0, 0.0], [0.86, -0.86], [0.0, 0.5]]])  # (x, y), normalised
+    assert in_view(centres, places).tolist() == [[[True, False], [False, True], [False, False]]]
+    output = tmp_path / "contrast.json"
+    command = [
+        sys.executable, str(BENCHMARKS / "megapixel_contrast.py"), "--images", "30",
+        "--draws", "2", "--data-dir", str(mnist_dir), "--json", str(output),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(output.read_text())["rows"]
+    even, likeliest = rows["drawn, κ = 0"], rows["likeliest (evaluation)"]
+    assert likeliest["digits"] > 3 * even["digits"] + 1  # the prior finds the digits
+    assert 0 <= even["any_class_digit"] <= likeliest["any_class_digit"] <= 1
+
+
 def test_greedy_squares_cover_a_squad_with_one_glimpse_and_spread_ones_with_several(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
