@@ -6,8 +6,8 @@ read back from the run directory it leaves (``csv/metrics.csv`` for the
 validation figures per epoch, ``results.json`` for the test figures), or, with
 ``--collect NAME=RUN_DIR``, read from a run that finished already (its minutes
 from the first and last time stamps of its ``fit.log``). Rows are
-merged into ``--json`` by name, so a table grows over several sessions. Prints
-the table.
+merged into ``--json`` by name, so a table grows over several sessions, each row
+with the machine it was measured on. Prints the table.
 
     python benchmarks/fit_runs.py --json docs/cluttered_mnist_issue14.json \\
         --run "crops up to 0.8=experiment=cluttered_mnist model.max_scale=0.8"
@@ -110,7 +110,10 @@ def main() -> None:
     parser.add_argument("--output-root", type=Path, default=Path("outputs/fit_runs"))
     args = parser.parse_args()
     document = json.loads(args.json.read_text()) if args.json.is_file() else {"runs": []}
-    document["machine"] = {
+    for row in document["runs"]:  # files written before rows carried their machine
+        row.setdefault("machine", document.get("machine"))
+    document.pop("machine", None)
+    machine = {
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -123,6 +126,8 @@ def main() -> None:
     for spec in args.run:
         name, overrides = spec.split("=", 1)
         new_rows.append(fit(name, overrides, args.output_root))
+    for row in new_rows:
+        row["machine"] = machine
     names = {row["name"] for row in new_rows}
     document["runs"] = [r for r in document["runs"] if r["name"] not in names] + new_rows
     encoded = json.dumps(document, indent=1).encode()

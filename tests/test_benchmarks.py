@@ -5,6 +5,7 @@ import os
 import shlex
 import subprocess
 import sys
+from datetime import date
 from itertools import pairwise
 from pathlib import Path
 
@@ -64,8 +65,17 @@ def test_fit_runs_reads_each_run_back_and_merges_rows_by_name(
         assert result.returncode == 0, result.stderr
         return result
 
+    # A file of the earlier layout: one machine for the document, none in its rows.
+    elsewhere = {"cpu": "another CPU", "threads": 2, "torch": "2.0", "date": "2026-01-01"}
+    old = {"name": "old", "command": "varsac fit", "minutes": None, "val_curve": [], "test": {}}
+    output.write_text(json.dumps({"machine": elsewhere, "runs": [old]}))
+
     fit_runs("--run", f"tiny={overrides}", "--output-root", str(tmp_path / "runs"))
-    (row,) = json.loads(output.read_text())["runs"]
+    document = json.loads(output.read_text())
+    assert "machine" not in document  # each row names its own
+    kept, row = document["runs"]
+    assert kept == {**old, "machine": elsewhere}
+    assert row["machine"]["cpu"] and row["machine"]["date"] == date.today().isoformat()
     assert row["name"] == "tiny"
     assert row["command"] == shlex.join(["varsac", "fit", *SMALL, "trainer.max_epochs=2"])
     assert [e["epoch"] for e in row["val_curve"]] == [0, 1]
@@ -76,7 +86,7 @@ def test_fit_runs_reads_each_run_back_and_merges_rows_by_name(
 
     # The same run collected under another name: a second row, the first one kept as it was.
     printed = fit_runs("--collect", f"again={row['run_dir']}").stdout
-    rows = json.loads(output.read_text())["runs"]
+    _, *rows = json.loads(output.read_text())["runs"]
     assert [r["name"] for r in rows] == ["tiny", "again"] and rows[0] == row
     assert rows[1]["val_curve"] == row["val_curve"]
     assert 0 < rows[1]["minutes"] <= row["minutes"]  # from fit.log, within the process's time
