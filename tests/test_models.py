@@ -26,6 +26,7 @@ from varsac.models.spatial_transformer import (
     SpatialTransformer,
     crop_boxes,
     crops_from_latents,
+    jitter_crops,
 )
 from varsac.models.vrnn import VRNN
 from varsac.pyramid import PyramidTIFF, write_pyramid
@@ -164,6 +165,34 @@ def test_crops_stay_inside_the_image_for_any_latent() -> None:
     assert crops[:, 0].min() >= 0.1 and crops[:, 0].max() <= 0.6
     boxes = crop_boxes(crops)
     assert boxes.min() >= 0 and boxes.max() <= 1
+
+
+def test_jittered_crops_move_at_most_the_jitter_of_their_half_side_and_stay_inside() -> None:
+    torch.manual_seed(0)
+    crops = crops_from_latents(torch.randn(2000, 3) * 3, 0.05, 0.5)
+    assert jitter_crops(crops, 0.0) is crops
+    moved = jitter_crops(crops, 0.5)
+    assert torch.equal(moved[:, 0], crops[:, 0])  # the scale is the policy's
+    shift = (moved[:, 1:] - crops[:, 1:]).abs()
+    assert (shift <= 0.5 * crops[:, :1] + 1e-6).all()
+    assert (shift > 0.25 * crops[:, :1]).float().mean() > 0.3  # not all pinned at the edges
+    boxes = crop_boxes(moved)
+    assert boxes.min() >= 0 and boxes.max() <= 1
+    with pytest.raises(ValueError, match="jitter"):
+        jitter_crops(crops, -0.1)
+
+
+def test_glimpse_jitter_moves_the_crops_of_training_and_not_of_evaluation() -> None:
+    batch = tiny_batch()
+    still, jittered = tiny_saccader(), tiny_saccader(glimpse_jitter=0.5)
+    for sample, differ in ((False, False), (True, True)):
+        losses = []
+        for model in (still, jittered):
+            torch.manual_seed(3)
+            losses.append(model.objective(batch, sample=sample)[0])
+        assert differ != torch.equal(*losses)
+    with pytest.raises(ConfigError, match="glimpse_jitter"):
+        tiny_saccader(glimpse_jitter=-1.0)
 
 
 def test_gradcheck_of_the_spatial_transformer_in_scale_and_centre() -> None:

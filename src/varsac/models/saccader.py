@@ -34,6 +34,10 @@ class Saccader(Saccading, ImageClassifier):
     uses the posterior mean, or with ``eval_samples`` = K > 0 averages the class
     probabilities of K posterior samples.
 
+    ``glimpse_jitter`` = j > 0 moves each crop of a training rollout at random by up to
+    j times its half-side on each axis (an augmentation against the crop classifier
+    learning its training images by heart; evaluation looks where the policy says).
+
     ``policy_gradient`` = λ > 0 adds the score-function estimate of the saccades'
     gradient to the reparameterised one (as RAM trains its glimpses):
 
@@ -62,6 +66,7 @@ class Saccader(Saccading, ImageClassifier):
         eval_samples: int = 0,
         train_samples: int = 1,
         policy_gradient: float = 0.0,
+        glimpse_jitter: float = 0.0,
     ) -> None:
         super().__init__(task, optimizer, scheduler)
         if objective not in OBJECTIVES:
@@ -74,6 +79,7 @@ class Saccader(Saccading, ImageClassifier):
             eval_samples=(eval_samples, 0),
             train_samples=(train_samples, 1),
             policy_gradient=(policy_gradient, 0.0),
+            glimpse_jitter=(glimpse_jitter, 0.0),
         )
         self.save_hyperparameters(
             ignore=[
@@ -98,6 +104,7 @@ class Saccader(Saccading, ImageClassifier):
             elbo=True,
             looks=looks,
             scale_bounds=batch.get("scale_bounds"),
+            jitter=self.hparams.glimpse_jitter if sample else 0.0,
         )
         # log of the mean class probability over the looks of each image: (B, K)
         looked = saccades.log_probs.view(-1, looks, saccades.log_probs.shape[-1])

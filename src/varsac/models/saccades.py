@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from varsac.models.crop_classifier import CropClassifier
 from varsac.models.map_pointer import CellDraw, MapPointer, cell_contrast
 from varsac.models.proxy_encoder import ProxyEncoder
-from varsac.models.spatial_transformer import crop_boxes, crops_from_latents
+from varsac.models.spatial_transformer import crop_boxes, crops_from_latents, jitter_crops
 from varsac.models.vrnn import VRNN, Rollout
 from varsac.tasks import Task
 
@@ -92,6 +92,7 @@ class Saccading:
         elbo: bool = False,
         looks: int = 1,
         scale_bounds: Tensor | None = None,
+        jitter: float = 0.0,
     ) -> Saccades:
         """Look at a batch: (B, C, P, P) proxy and the B images the cropper reads from.
 
@@ -104,6 +105,9 @@ class Saccading:
         ``scale_bounds``: float (B, 2), each image's own (min, max) crop scale (glimpses of
         one physical size on images of different sizes), instead of ``min_scale`` and
         ``max_scale``.
+
+        ``jitter``: move each crop at random by up to that fraction of its half-side
+        (``jitter_crops``; an augmentation for training, 0 elsewhere).
 
         In the closed loop each glimpse is cut and encoded as soon as its latent is drawn,
         and fed back before the next; in the open loop all are cut at once afterwards.
@@ -121,7 +125,7 @@ class Saccading:
 
         def look(latents: Tensor) -> Tensor:  # (N, n, latent_dim) → (N, n, F)
             steps = latents.shape[1]
-            crop = crops_from_latents(latents, low, high)
+            crop = jitter_crops(crops_from_latents(latents, low, high), jitter)
             glimpse = self.cropper(images, crop.reshape(batch, looks * steps, 3))
             glimpse = glimpse.reshape(batch * looks, steps, *glimpse.shape[2:])  # (N, n, C, w, w)
             crops.append(crop)

@@ -30,6 +30,24 @@ def crops_from_latents(
     return torch.cat([scale, centre], dim=-1)
 
 
+def jitter_crops(crops: Tensor, jitter: float) -> Tensor:
+    """(..., 3) crops → the same crops, each centre moved at random by up to ``jitter``
+    times the crop's half-side on each axis (uniformly), and kept inside the image.
+
+    An augmentation for training: the classifier sees each thing at a new offset in
+    every epoch. The move is a constant to the gradient, which reaches the centre as
+    before.
+    """
+    if jitter < 0:
+        raise ValueError(f"jitter must be ≥ 0, got {jitter}")
+    if jitter == 0:
+        return crops
+    scale, centre = crops[..., :1], crops[..., 1:3]
+    move = jitter * scale.detach() * (2 * torch.rand_like(centre) - 1)
+    reach = 1 - scale.detach()
+    return torch.cat([scale, (centre + move).clamp(-reach, reach)], dim=-1)
+
+
 def crop_boxes(crops: Tensor) -> Tensor:
     """(..., 3) crops → (..., 4) boxes (x0, y0, x1, y1) as fractions of the image side."""
     scale, centre = crops[..., :1], crops[..., 1:3]
