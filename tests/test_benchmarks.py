@@ -112,6 +112,7 @@ def test_learning_curve_tests_on_the_clock_and_draws_where_the_model_looked(
     assert [point["step"] for point in curve] == list(range(1, 9))
     assert all(0 < a["minutes"] < b["minutes"] < 10 for a, b in pairwise(curve))
     assert all(0 <= point["accuracy"] <= 1 for point in curve)
+    assert all(0 < point["test_minutes"] < 10 for point in curve)
     drawn = sorted(pictures.iterdir())
     assert [path.name for path in drawn] == [
         f"cluttered_mnist_step{s:06d}.png" for s in range(1, 9)
