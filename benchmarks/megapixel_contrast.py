@@ -15,7 +15,16 @@ first), has a thing in view if the thing's centre lies inside it. For each κ, p
 - ``≥ 1 class digit``: the share of images with one at least in view (with one in view
   among seven noise patches the crop classifier alone passes 88 % in 300 steps,
   ``megapixel_glimpses.py``);
-- ``digits`` (of five) and ``noise`` (of fifty) patches in view.
+- ``digits`` (of five) and ``noise`` (of fifty) patches in view;
+- ``twice``: glimpses on a digit that another glimpse of the image also sees (a thing on
+  the border of two cells is the peak of both);
+- ``outnumbered``: the share of images where the class digits, counted once per glimpse
+  that sees them, outnumber each other digit (a tie counts half): what the classifier's
+  sum over the glimpses could tell at best.
+
+The rows marked "inhibition of return" draw with ``CellDraw`` itself (an even attention,
+``vrnn.inhibition_of_return=true``): each glimpse also takes the cells whose peaks it
+covers.
 
 ``--statistic mean`` ranks the cells by their mean distance from the background instead
 of the largest, and centres the glimpses on the cells, not their peaks: the prior as it
@@ -34,7 +43,7 @@ from megapixel_glimpses import GLIMPSES, SCALE
 from megapixel_proxy import proxies_and_things
 from slide_glimpses import write_record
 from varsac.data.megapixel_mnist import CANVAS_SIZE, DIGITS, TARGET_DIGITS
-from varsac.models.map_pointer import cell_centres, cell_contrast
+from varsac.models.map_pointer import CellDraw, MapPointer, cell_centres, cell_contrast
 
 KAPPAS = (0.0, 1.0, 2.0, 4.0, 8.0)
 
@@ -62,12 +71,33 @@ def in_view(centres: torch.Tensor, places: torch.Tensor) -> torch.Tensor:
 
 def seen(chosen: torch.Tensor, view: torch.Tensor) -> dict[str, float]:
     """(N, GLIMPSES) chosen cells and (N, cells², 55) views → what the glimpses saw, per image."""
-    things = view.gather(1, chosen[:, :, None].expand(-1, -1, view.shape[-1])).any(1)  # (N, 55)
+    looks = view.gather(1, chosen[:, :, None].expand(-1, -1, view.shape[-1]))  # (N, G, 55)
+    things, counts = looks.any(1), looks[:, :, :DIGITS].sum(1).float()  # (N, 55), (N, 5)
     target = things[:, :TARGET_DIGITS]
+    votes, rival = counts[:, :TARGET_DIGITS].sum(1), counts[:, TARGET_DIGITS:].amax(1)
     return {"class_digits": target.sum(1).float().mean().item(),
             "any_class_digit": target.any(1).float().mean().item(),
             "digits": things[:, :DIGITS].sum(1).float().mean().item(),
-            "noise": things[:, DIGITS:].sum(1).float().mean().item()}  # fmt: skip
+            "noise": things[:, DIGITS:].sum(1).float().mean().item(),
+            "twice": (counts - 1).clamp_min(0).sum(1).mean().item(),
+            "outnumbered": ((votes > rival).float() + 0.5 * (votes == rival).float())
+            .mean().item()}  # fmt: skip
+
+
+def inhibited(prior: torch.Tensor, places: torch.Tensor, sample: bool) -> torch.Tensor:
+    """(N, cells²) prior logits and (N, cells², 2) peaks → (N, GLIMPSES) cells that
+    ``CellDraw`` with inhibition of return takes, under an even attention, its glimpses
+    of ``SCALE`` at the peaks."""
+    side = int(prior.shape[1] ** 0.5)
+    pointer = MapPointer(1, 1)
+    torch.nn.init.zeros_(pointer.score.weight)  # even logits: the prior alone
+    keys = pointer.keys(prior.new_zeros(len(prior), 1, side, side))
+    draw = CellDraw(pointer, keys, sample, (SCALE, SCALE), prior, places, 0.0, inhibit=True)
+    with torch.no_grad():
+        for _ in range(GLIMPSES):
+            place, _ = draw(prior.new_zeros(len(prior), 1))
+            draw.inside(prior.new_zeros(len(prior), 3), place)
+    return draw.taken.float().topk(GLIMPSES).indices
 
 
 def main() -> None:
@@ -98,13 +128,22 @@ def main() -> None:
             draws.append(seen((kappa * log_contrast + gumbel).topk(GLIMPSES).indices, view))
         rows[f"drawn, κ = {kappa:g}"] = {k: sum(d[k] for d in draws) / len(draws) for k in draws[0]}
     rows["likeliest (evaluation)"] = seen(log_contrast.topk(GLIMPSES).indices, view)
+    torch.manual_seed(args.seed)
+    for kappa in KAPPAS[-1:]:
+        chosen = [inhibited(kappa * log_contrast, places, True) for _ in range(args.draws)]
+        draws = [seen(cells, view) for cells in chosen]
+        rows[f"drawn, κ = {kappa:g}, inhibition of return"] = {
+            k: sum(d[k] for d in draws) / len(draws) for k in draws[0]
+        }
+    rows["likeliest, inhibition of return"] = seen(inhibited(log_contrast, places, False), view)
     print(f"{args.images} images, {args.proxy}² proxy, {args.cells}² cells, contrast = "
           f"{args.statistic} distance, {GLIMPSES} glimpses of {SCALE:g} of the side")  # fmt: skip
-    print(f"{'cells':>24} {'class digits':>13} {'≥ 1 class digit':>16} {'digits':>7} {'noise':>6}")
+    print(f"{'cells':>38} {'class digits':>13} {'≥ 1 class digit':>16} {'digits':>7} "
+          f"{'noise':>6} {'twice':>6} {'outnumbered':>12}")  # fmt: skip
     for name, row in rows.items():
-        print(f"{name:>24} {row['class_digits']:>10.2f}/{TARGET_DIGITS} "
+        print(f"{name:>38} {row['class_digits']:>10.2f}/{TARGET_DIGITS} "
               f"{row['any_class_digit']:>16.1%} {row['digits']:>5.2f}/{DIGITS} "
-              f"{row['noise']:>6.2f}")  # fmt: skip
+              f"{row['noise']:>6.2f} {row['twice']:>6.2f} {row['outnumbered']:>12.1%}")  # fmt: skip
     if args.json:
         write_record(args.json, rows, images=args.images, proxy=args.proxy, cells=args.cells,
                      statistic=args.statistic, glimpses=GLIMPSES, scale=SCALE)  # fmt: skip

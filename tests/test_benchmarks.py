@@ -240,6 +240,9 @@ def test_megapixel_contrast_sees_what_a_glimpse_on_each_place_covers_and_the_pri
     even, likeliest = rows["drawn, κ = 0"], rows["likeliest (evaluation)"]
     assert likeliest["digits"] > 3 * even["digits"] + 1  # the prior finds the digits
     assert 0 <= even["any_class_digit"] <= likeliest["any_class_digit"] <= 1
+    inhibited = rows["likeliest, inhibition of return"]
+    assert likeliest["twice"] > 0.3 and inhibited["twice"] == 0  # no digit looked at twice
+    assert inhibited["outnumbered"] >= likeliest["outnumbered"]
 
 
 def test_greedy_squares_cover_a_squad_with_one_glimpse_and_spread_ones_with_several(

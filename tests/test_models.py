@@ -17,7 +17,7 @@ from varsac.models import localized_spatial_transformer as lst
 from varsac.models.classifier import NonFiniteLossError
 from varsac.models.crop_classifier import INFERENCE_CHUNK, CropClassifier
 from varsac.models.full_image import FullImageClassifier
-from varsac.models.map_pointer import CellDraw, MapPointer, cell_contrast
+from varsac.models.map_pointer import CellDraw, MapPointer, cell_centres, cell_contrast
 from varsac.models.proxy_encoder import ProxyEncoder
 from varsac.models.saccader import Saccader
 from varsac.models.saccades import SaccadeNetwork
@@ -340,6 +340,39 @@ def test_a_cell_draw_adds_its_prior_to_the_attention_logits() -> None:
     places = torch.rand(2, 16, 2) * 2 - 1  # each cell's own place, not its centre
     peaked = CellDraw(pointer, keys, False, SCALES, prior, places)
     assert torch.equal(peaked(torch.randn(2, 8))[0], places[[0, 1], [5, 15]])
+
+
+def test_inhibition_of_return_skips_the_cells_whose_places_a_crop_has_covered() -> None:
+    """A thing on the border of cells 5 and 6 is the peak of both, and the prior ranks them
+    first and second, cell 15 third. Without inhibition the second glimpse takes cell 6,
+    the same thing again; with it, the crop on cell 5 covers cell 6's place, so the second
+    glimpse goes to cell 15. On a 1 × 2 map where the first crop covers both places, the
+    second step still gets the other cell rather than none."""
+    pointer = hot_pointer()
+    keys = pointer.keys(torch.zeros(1, 2, 4, 4))
+    prior = torch.zeros(1, 16)
+    prior[0, 5], prior[0, 6], prior[0, 15] = 6.0, 5.0, 4.0
+    places = cell_centres(keys).clone()[None]
+    places[0, 5] = places[0, 6] = torch.tensor([0.0, -0.25])  # the border of cells 5 and 6
+    latent = torch.zeros(1, 3)  # the crop at the place, of scale 0.2 in SCALES
+    for inhibit, second in ((False, 6), (True, 15)):
+        draw = CellDraw(pointer, keys, False, SCALES, prior, places, inhibit=inhibit)
+        place, _ = draw(torch.randn(1, 8))
+        crop = crops_from_latents(draw.inside(latent, place), *SCALES)
+        assert crop[0, 0] < 0.25  # the crop does not reach the centre of cell 15, nor 1, 2, 9
+        place, log_prob = draw(torch.randn(1, 8))
+        assert torch.equal(place[0], places[0, second])
+        blocked = [5, 6] if inhibit else [5]
+        expected = prior.clone()
+        expected[0, blocked] = float("-inf")
+        torch.testing.assert_close(log_prob, expected.log_softmax(-1)[:, second])
+    pair = CellDraw(pointer, pointer.keys(torch.zeros(1, 2, 1, 2)), False, (0.9, 0.9), inhibit=True)
+    first, _ = pair(torch.randn(1, 8))
+    pair.inside(latent, first)
+    assert pair.seen.all()  # the crop covers both places
+    assert not torch.equal(pair(torch.randn(1, 8))[0], first)
+    with pytest.raises(ValueError, match="inhibition_of_return needs where=cells"):
+        VRNN(32, 1, 16, inhibition_of_return=True)
 
 
 def test_a_saccade_network_with_a_contrast_prior_first_looks_where_the_proxy_shows_something() -> (

@@ -28,6 +28,12 @@ move it by at most one proxy pixel. On a
 sparse image (digits on black, tissue on glass, an army on a map) the first draws then
 land on what is there, not on blank cells, or on a cell's corner, whose glimpses teach the
 classifier nothing.
+
+A thing that straddles the border of two cells is the peak of both, and a rollout that
+takes one cell may take the other next and see the same thing twice; with the glimpses'
+features summed, a digit seen twice counts twice. Inhibition of return
+(``vrnn.inhibition_of_return``) takes, with each glimpse, every cell whose place lies inside
+it, so that the next draws go to things not yet in view.
 """
 
 import torch
@@ -92,7 +98,9 @@ class CellDraw:
     added to the attention's at every step, and ``places``: (B, s·s, 2) each cell's place;
     both from ``cell_contrast``, or None: no prior, and the cells' centres. ``reach``: how
     far, in the normalised frame, z₁ and z₂ may move the crop from the place; None: half a
-    cell, so that a crop can reach all of its cell from the centre.
+    cell, so that a crop can reach all of its cell from the centre. ``inhibit``: each crop
+    that ``inside`` places also takes the cells whose places it covers (inhibition of
+    return), unless that would leave a rollout no cell to draw.
     """
 
     def __init__(
@@ -104,12 +112,14 @@ class CellDraw:
         prior: Tensor | None = None,
         places: Tensor | None = None,
         reach: float | None = None,
+        inhibit: bool = False,
     ) -> None:
         self.pointer, self.keys, self.sample, self.prior = pointer, keys, sample, prior
-        self.scales = scales
+        self.scales, self.inhibit = scales, inhibit
         cells = keys.shape[-1] * keys.shape[-2]
         self.places = cell_centres(keys).expand(keys.shape[0], -1, -1) if places is None else places
         self.taken = torch.zeros(keys.shape[0], cells, dtype=torch.bool, device=keys.device)
+        self.seen = torch.zeros_like(self.taken)  # cells a crop has covered (``inhibit``)
         self.reach = 1.0 / keys.shape[-1] if reach is None else reach  # 1/s: half a cell
 
     def __call__(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,7 +128,9 @@ class CellDraw:
         logits = self.pointer.logits(self.keys, hidden)
         if self.prior is not None:
             logits = logits + self.prior
-        logits = logits.masked_fill(self.taken, float("-inf"))
+        blocked = self.taken | self.seen
+        blocked = torch.where(blocked.all(-1, keepdim=True), self.taken, blocked)
+        logits = logits.masked_fill(blocked, float("-inf"))
         log_probs = logits.log_softmax(-1)
         if self.sample:
             cell = torch.multinomial(log_probs.detach().exp(), 1)[:, 0]
@@ -131,10 +143,14 @@ class CellDraw:
     def inside(self, latent: Tensor, place: Tensor) -> Tensor:
         """(B, latent_dim) latent, its z₁, z₂ read as an offset from the (B, 2) place → the
         latent whose crop (``crops_from_latents``: centre tanh(z₁, z₂) · (1 − scale)) is
-        centred on place + reach · tanh(z₁, z₂), or as near as the image allows."""
+        centred on place + reach · tanh(z₁, z₂), or as near as the image allows. With
+        ``inhibit`` the cells whose places that crop covers are taken from then on."""
         scale = crops_from_latents(latent, *self.scales)[..., :1]  # (B, 1)
         centre = place + self.reach * torch.tanh(latent[..., 1:3])
         at = (centre / (1 - scale)).clamp(-1 + 1e-6, 1 - 1e-6)
+        if self.inhibit:  # the crop spans its centre ± scale on each axis
+            offset = (self.places - (at * (1 - scale))[:, None]).abs()  # (B, s·s, 2)
+            self.seen = self.seen | (offset < scale[:, None]).all(-1).detach()
         return torch.cat([latent[..., :1], torch.atanh(at), latent[..., 3:]], dim=-1)
 
 

@@ -147,7 +147,10 @@ class Saccading:
                     places = places.repeat_interleave(looks, 0)
                     reach = 2 / proxy.shape[-1]  # a proxy pixel: the peak is on the thing
                 scales = (low, high) if scale_bounds is None else (low[:, 0], high[:, 0])
-                locate = CellDraw(self.map_pointer, keys, sample, scales, prior, places, reach)
+                inhibit = self.vrnn.inhibition_of_return
+                locate = CellDraw(
+                    self.map_pointer, keys, sample, scales, prior, places, reach, inhibit
+                )
             else:  # (N, hidden) state → (N, 2) centre
                 locate = partial(self.map_pointer.point, keys)
         if self.glimpse_embedding is None:

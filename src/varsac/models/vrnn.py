@@ -24,6 +24,8 @@ centre + half its side · tanh(z₁, z₂).
 ``contrast_prior`` = κ > 0 adds κ · log of each cell's contrast on the proxy to that draw's
 logits and puts the cell's place at its peak instead of its centre
 (map_pointer.cell_contrast), so that it starts on what there is to see.
+``inhibition_of_return`` (with ``where="cells"``) takes, with each glimpse, the cells whose
+places it covers, so that a thing on the border of two cells is not looked at twice.
 
 The latent z_t ∈ R^latent_dim is what the saccade is made of: its first three
 coordinates become the crop's scale and centre (see spatial_transformer.py).
@@ -204,6 +206,7 @@ class VRNN(nn.Module):
         prior: str = "learnt",
         where: str = "dense",
         contrast_prior: float = 0.0,
+        inhibition_of_return: bool = False,
     ) -> None:
         super().__init__()
         if contrast_prior < 0 or (contrast_prior and where != "cells"):
@@ -211,7 +214,10 @@ class VRNN(nn.Module):
                 f"contrast_prior must be 0, or positive with where=cells, got {contrast_prior} "
                 f"with where={where}"
             )
+        if inhibition_of_return and where != "cells":
+            raise ValueError(f"inhibition_of_return needs where=cells, got where={where}")
         self.contrast_prior = contrast_prior
+        self.inhibition_of_return = inhibition_of_return
         if prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
         if where not in WHERES:
