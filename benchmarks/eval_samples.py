@@ -13,17 +13,13 @@ and K, each with the machine that measured it. Prints the table.
 """
 
 import argparse
-import json
 import time
-from datetime import date
 from pathlib import Path
 
 import lightning as L
-import torch
 
-from learning_curve import cpu_name  # benchmarks/, on the path of a script run from it
+from records import machine, merge_rows  # benchmarks/, on the path of a script run from it
 from varsac.checkpoint import load_varsac_checkpoint, stored_config
-from varsac.files import replace_atomically
 from varsac.train import instantiate_data_and_model
 
 # split: the trainer method that evaluates it, and the attribute that holds its loader
@@ -73,8 +69,8 @@ def main() -> None:
     parser.add_argument("--splits", nargs="+", choices=sorted(SPLITS), default=["val", "test"])
     parser.add_argument("--json", type=Path, help="merge the rows into this file")
     args = parser.parse_args()
-    machine = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__}
-    print(f"checkpoint {args.checkpoint} ({machine})")
+    measured_on = machine()
+    print(f"checkpoint {args.checkpoint} ({measured_on})")
     print("   K" + "".join(f"{split + ' acc.':>10}{'ms/image':>10}" for split in args.splits))
     rows = evaluate(args.checkpoint, args.samples, args.splits)
     base = next((r for r in rows if r["eval_samples"] == 0), None)
@@ -82,13 +78,11 @@ def main() -> None:
         for split in args.splits:
             if base is not None:
                 row[split]["cost_ratio"] = row[split]["ms_per_image"] / base[split]["ms_per_image"]
-        row.update(machine=machine, date=date.today().isoformat())
+        row["machine"] = measured_on
     if args.json:
-        kept = json.loads(args.json.read_text())["rows"] if args.json.is_file() else []
-        new = {(r["checkpoint"], r["eval_samples"]) for r in rows}
-        kept = [r for r in kept if (r["checkpoint"], r["eval_samples"]) not in new] + rows
-        encoded = json.dumps({"rows": kept}, indent=2).encode()
-        replace_atomically(args.json, lambda handle: handle.write(encoded))
+        merge_rows(
+            args.json, "rows", rows, key=lambda row: (row["checkpoint"], row["eval_samples"])
+        )
         print(f"wrote {args.json}")
 
 

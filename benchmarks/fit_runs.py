@@ -20,14 +20,12 @@ import shlex
 import subprocess
 import sys
 import time
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
-from learning_curve import cpu_name  # benchmarks/, on the path of a script run from it
-from varsac.files import replace_atomically
+from records import machine, merge_rows  # benchmarks/, on the path of a script run from it
 
 # The validation figures kept per epoch, where the run logs them.
 CURVE_KEYS = ("val/accuracy", "val/crop_scale", "val/classification_nll", "val/balanced_accuracy")
@@ -109,16 +107,6 @@ def main() -> None:
     parser.add_argument("--collect", action="append", default=[], metavar="NAME=RUN_DIR")
     parser.add_argument("--output-root", type=Path, default=Path("outputs/fit_runs"))
     args = parser.parse_args()
-    document = json.loads(args.json.read_text()) if args.json.is_file() else {"runs": []}
-    for row in document["runs"]:  # files written before rows carried their machine
-        row.setdefault("machine", document.get("machine"))
-    document.pop("machine", None)
-    machine = {
-        "cpu": cpu_name(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": date.today().isoformat(),
-    }
     new_rows = []
     for spec in args.collect:
         name, run_dir = spec.split("=", 1)
@@ -126,13 +114,10 @@ def main() -> None:
     for spec in args.run:
         name, overrides = spec.split("=", 1)
         new_rows.append(fit(name, overrides, args.output_root))
+    measured_on = machine()
     for row in new_rows:
-        row["machine"] = machine
-    names = {row["name"] for row in new_rows}
-    document["runs"] = [r for r in document["runs"] if r["name"] not in names] + new_rows
-    encoded = json.dumps(document, indent=1).encode()
-    replace_atomically(args.json, lambda handle: handle.write(encoded))
-    print_table(document["runs"])
+        row["machine"] = measured_on
+    print_table(merge_rows(args.json, "runs", new_rows, key=lambda row: row["name"]))
     print(f"wrote {args.json}")
 
 

@@ -14,7 +14,6 @@ a saccade model looked on the first test samples at each evaluation
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -26,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
+from records import machine  # benchmarks/, on the path of a script run from it
 from varsac.callbacks import PICTURED_SAMPLES, first_samples, saccade_pictures
 from varsac.files import write_png_atomically
 from varsac.models.saccades import Saccading
@@ -152,16 +152,6 @@ def run(
     }
 
 
-def cpu_name() -> str:
-    """The processor's model name where Linux tells it, else the architecture."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiments", nargs="+", default=["cluttered_mnist"])
@@ -171,11 +161,11 @@ def main() -> None:
     parser.add_argument("--pictures", type=Path, help="draw the saccades here at each evaluation")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every experiment")
     args = parser.parse_args()
-    machine = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    measured_on = machine()
     runs = [
         run(e, args.minutes, args.every, args.overrides, args.pictures) for e in args.experiments
     ]
-    print(f"\ntest accuracy against training time ({machine})")
+    print(f"\ntest accuracy against training time ({measured_on})")
     width = max(len(r["experiment"]) for r in runs) + 2
     header = "minutes".rjust(8) + "".join(f"{r['experiment']:>{width}}" for r in runs)
     print(header)
@@ -187,7 +177,7 @@ def main() -> None:
         minutes = next(r["curve"][i]["minutes"] for r in runs if i < len(r["curve"]))
         print(f"{minutes:8.1f}" + "".join(cells))
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "runs": runs}, indent=2))
+        args.json.write_text(json.dumps({"machine": measured_on, "runs": runs}, indent=2))
         print(f"wrote {args.json}")
 
 

@@ -26,17 +26,15 @@ import argparse
 import csv
 import functools
 import json
-import platform
 import random
 import time
 from collections import defaultdict
-from datetime import date
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from learning_curve import cpu_name  # benchmarks/, on the path of a script run from it
+from records import machine  # benchmarks/, on the path of a script run from it
 from varsac.data.photo_index import read_index
 from varsac.files import replace_atomically
 from varsac.models.crop_classifier import CropClassifier
@@ -167,9 +165,7 @@ def show(rows: dict[str, dict], steps: int, header: str, key: str) -> None:
 def write_record(path: Path, rows: dict[str, dict], **settings: object) -> None:
     """The rows, with the run's ``settings``, the machine and the date, as JSON at ``path``
     (atomically)."""
-    record = {"date": date.today().isoformat(), "cpu": cpu_name(),
-              "torch": torch.__version__, "python": platform.python_version(),
-              **settings, "rows": rows}  # fmt: skip
+    record = {**machine(), **settings, "rows": rows}
     encoded = (json.dumps(record, indent=2) + "\n").encode()
     replace_atomically(path, lambda handle: handle.write(encoded))
     print(f"wrote {path}")
