@@ -27,6 +27,9 @@ from varsac.models.spatial_transformer import (
     crop_boxes,
     crops_from_latents,
     jitter_crops,
+    mirror_crops,
+    mirror_images,
+    random_flips,
 )
 from varsac.models.vrnn import VRNN
 from varsac.pyramid import PyramidTIFF, write_pyramid
@@ -193,6 +196,53 @@ def test_glimpse_jitter_moves_the_crops_of_training_and_not_of_evaluation() -> N
         assert differ != torch.equal(*losses)
     with pytest.raises(ConfigError, match="glimpse_jitter"):
         tiny_saccader(glimpse_jitter=-1.0)
+
+
+def test_a_glimpse_of_a_mirrored_image_is_its_mirrored_crop_glimpsed_and_mirrored() -> None:
+    torch.manual_seed(0)
+    images = torch.rand(4, 2, 21, 17)
+    crops = crops_from_latents(torch.randn(4, 5, 3), 0.1, 0.6)
+    flips = torch.tensor([[False, False], [True, False], [False, True], [True, True]])
+    axes = [[-1] * bool(fx) + [-2] * bool(fy) for fx, fy in flips]
+    mirrored = torch.stack([image.flip(axis) for image, axis in zip(images, axes, strict=True)])
+    assert torch.equal(mirror_images(images, flips), mirrored)
+    cropper = SpatialTransformer(window=7)
+    direct = cropper(mirrored, crops)
+    through_the_image = mirror_images(cropper(images, mirror_crops(crops, flips)), flips)
+    torch.testing.assert_close(through_the_image, direct)
+    assert torch.equal(mirror_crops(mirror_crops(crops, flips), flips), crops)
+    assert not torch.equal(direct[1:], cropper(images, crops)[1:])  # a mirror does change them
+
+
+def test_random_flips_mirror_only_the_axes_asked_for() -> None:
+    torch.manual_seed(0)
+    assert random_flips(8, "none") is None
+    horizontal, both = random_flips(4000, "horizontal"), random_flips(4000, "both")
+    assert not horizontal[:, 1].any() and 0.45 < horizontal[:, 0].float().mean() < 0.55
+    share = both.float().mean(0)
+    assert ((share > 0.45) & (share < 0.55)).all()
+
+
+def test_flips_mirror_training_rollouts_as_if_the_data_were_mirrored() -> None:
+    batch = tiny_batch()
+    cells = {"where": "cells", "contrast_prior": 1.0}
+    model = tiny_saccader(flips="both", **cells).eval()
+    flips = torch.tensor([[True, False], [False, True], [True, True], [False, False]])
+    looked = model.saccade(batch["image"], batch["proxy"], sample=False, flips=flips)
+    mirrored = model.saccade(
+        mirror_images(batch["image"], flips), mirror_images(batch["proxy"], flips), sample=False
+    )
+    torch.testing.assert_close(looked.log_probs, mirrored.log_probs)
+    torch.testing.assert_close(looked.crops, mirror_crops(mirrored.crops, flips))
+    torch.testing.assert_close(looked.glimpses, mirrored.glimpses)
+    plain = model.saccade(batch["image"], batch["proxy"], sample=False)
+    assert not torch.allclose(plain.log_probs, looked.log_probs)
+    # evaluation never mirrors: the objective equals the unflipped model's
+    torch.testing.assert_close(
+        model.objective(batch, False)[0], tiny_saccader(**cells).eval().objective(batch, False)[0]
+    )
+    with pytest.raises(ValueError, match="flips"):
+        tiny_saccader(flips="diagonal")
 
 
 def test_gradcheck_of_the_spatial_transformer_in_scale_and_centre() -> None:

@@ -10,6 +10,7 @@ from varsac.models.classifier import Batch, ImageClassifier, OptimizerFactory, S
 from varsac.models.crop_classifier import CropClassifier
 from varsac.models.proxy_encoder import ProxyEncoder
 from varsac.models.saccades import Saccading
+from varsac.models.spatial_transformer import FLIPS, random_flips
 from varsac.models.vrnn import VRNN
 from varsac.tasks import Task
 
@@ -37,6 +38,9 @@ class Saccader(Saccading, ImageClassifier):
     ``glimpse_jitter`` = j > 0 moves each crop of a training rollout at random by up to
     j times its half-side on each axis (an augmentation against the crop classifier
     learning its training images by heart; evaluation looks where the policy says).
+    ``flips`` = "horizontal" or "both" has each training rollout look at its image mirrored
+    left–right (and top–bottom) at random, for data whose label a mirror keeps (a count,
+    a slide, an aerial view; not a digit).
 
     ``policy_gradient`` = λ > 0 adds the score-function estimate of the saccades'
     gradient to the reparameterised one (as RAM trains its glimpses):
@@ -67,6 +71,7 @@ class Saccader(Saccading, ImageClassifier):
         train_samples: int = 1,
         policy_gradient: float = 0.0,
         glimpse_jitter: float = 0.0,
+        flips: str = "none",
     ) -> None:
         super().__init__(task, optimizer, scheduler)
         if objective not in OBJECTIVES:
@@ -81,6 +86,8 @@ class Saccader(Saccading, ImageClassifier):
             policy_gradient=(policy_gradient, 0.0),
             glimpse_jitter=(glimpse_jitter, 0.0),
         )
+        if flips not in FLIPS:
+            raise ValueError(f"flips must be one of {tuple(FLIPS)}, got {flips!r}")
         self.save_hyperparameters(
             ignore=[
                 "proxy_encoder",
@@ -105,6 +112,9 @@ class Saccader(Saccading, ImageClassifier):
             looks=looks,
             scale_bounds=batch.get("scale_bounds"),
             jitter=self.hparams.glimpse_jitter if sample else 0.0,
+            flips=random_flips(len(batch["proxy"]), self.hparams.flips, batch["proxy"].device)
+            if sample
+            else None,
         )
         # log of the mean class probability over the looks of each image: (B, K)
         looked = saccades.log_probs.view(-1, looks, saccades.log_probs.shape[-1])

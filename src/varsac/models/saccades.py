@@ -17,7 +17,13 @@ from torch import Tensor, nn
 from varsac.models.crop_classifier import CropClassifier
 from varsac.models.map_pointer import CellDraw, MapPointer, cell_contrast
 from varsac.models.proxy_encoder import ProxyEncoder
-from varsac.models.spatial_transformer import crop_boxes, crops_from_latents, jitter_crops
+from varsac.models.spatial_transformer import (
+    crop_boxes,
+    crops_from_latents,
+    jitter_crops,
+    mirror_crops,
+    mirror_images,
+)
 from varsac.models.vrnn import VRNN, Rollout
 from varsac.tasks import Task
 
@@ -93,6 +99,7 @@ class Saccading:
         looks: int = 1,
         scale_bounds: Tensor | None = None,
         jitter: float = 0.0,
+        flips: Tensor | None = None,
     ) -> Saccades:
         """Look at a batch: (B, C, P, P) proxy and the B images the cropper reads from.
 
@@ -109,6 +116,12 @@ class Saccading:
         ``jitter``: move each crop at random by up to that fraction of its half-side
         (``jitter_crops``; an augmentation for training, 0 elsewhere).
 
+        ``flips``: (B, 2) booleans, look at each image mirrored left–right and/or top–bottom
+        (``random_flips``; an augmentation for training). The policy sees the mirrored proxy
+        and places its crops on the mirrored image; each glimpse is cut from the image as it
+        is and mirrored the same way, so nothing is copied but the glimpses. The crops
+        returned are on the image as it is.
+
         In the closed loop each glimpse is cut and encoded as soon as its latent is drawn,
         and fed back before the next; in the open loop all are cut at once afterwards.
         With ``where="cells"`` each glimpse's features reach the classifier times a/⊥a, a
@@ -123,11 +136,19 @@ class Saccading:
             bounds = scale_bounds.to(proxy).repeat_interleave(looks, 0)[:, None, :, None]
             low, high = bounds[:, :, 0], bounds[:, :, 1]
 
+        if flips is not None:
+            proxy = mirror_images(proxy, flips)
+            flips = flips.repeat_interleave(looks, 0)  # (N, 2)
+
         def look(latents: Tensor) -> Tensor:  # (N, n, latent_dim) → (N, n, F)
             steps = latents.shape[1]
             crop = jitter_crops(crops_from_latents(latents, low, high), jitter)
+            if flips is not None:  # from the mirrored image's frame to the image's
+                crop = mirror_crops(crop, flips)
             glimpse = self.cropper(images, crop.reshape(batch, looks * steps, 3))
             glimpse = glimpse.reshape(batch * looks, steps, *glimpse.shape[2:])  # (N, n, C, w, w)
+            if flips is not None:
+                glimpse = mirror_images(glimpse, flips)
             crops.append(crop)
             glimpses.append(glimpse)
             seen.append(self.crop_classifier.encode(glimpse))

@@ -48,6 +48,40 @@ def jitter_crops(crops: Tensor, jitter: float) -> Tensor:
     return torch.cat([scale, (centre + move).clamp(-reach, reach)], dim=-1)
 
 
+# the mirrorings a training rollout may look through: flips → axes (0 left–right, 1 top–bottom)
+FLIPS = {"none": (), "horizontal": (0,), "both": (0, 1)}
+
+
+def random_flips(batch: int, flips: str, device: torch.device | None = None) -> Tensor | None:
+    """(batch, 2) booleans, mirror left–right and mirror top–bottom, each axis that ``flips``
+    allows (``FLIPS``) drawn with probability ½; None for "none"."""
+    if not FLIPS[flips]:
+        return None
+    drawn = torch.rand(batch, 2, device=device) < 0.5
+    drawn[:, [axis for axis in (0, 1) if axis not in FLIPS[flips]]] = False
+    return drawn
+
+
+def mirror_images(images: Tensor, flips: Tensor) -> Tensor:
+    """(N, ..., H, W) images, each mirrored as its row of the (N, 2) booleans ``flips`` says
+    (left–right, then top–bottom)."""
+    shape = (-1,) + (1,) * (images.dim() - 1)
+    images = torch.where(flips[:, 0].view(shape), images.flip(-1), images)
+    return torch.where(flips[:, 1].view(shape), images.flip(-2), images)
+
+
+def mirror_crops(crops: Tensor, flips: Tensor) -> Tensor:
+    """(N, ..., 3) crops placed on the images mirrored by the (N, 2) ``flips`` → the same
+    crops on the images as they are (and back: the centre's x or y changes sign).
+
+    A glimpse of the mirrored image is the glimpse of the mirrored crop, mirrored, since a
+    crop's sample points are symmetric about its centre.
+    """
+    sign = 1 - 2 * flips.to(crops.dtype)  # (N, 2): -1 where mirrored
+    sign = sign.view(sign.shape[0], *(1,) * (crops.dim() - 2), 2)
+    return torch.cat([crops[..., :1], crops[..., 1:3] * sign], dim=-1)
+
+
 def crop_boxes(crops: Tensor) -> Tensor:
     """(..., 3) crops → (..., 4) boxes (x0, y0, x1, y1) as fractions of the image side."""
     scale, centre = crops[..., :1], crops[..., 1:3]
