@@ -104,17 +104,17 @@ class Saccader(Saccading, ImageClassifier):
 
     def objective(self, batch: Batch, sample: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         looks = self.hparams.train_samples if sample else max(self.hparams.eval_samples, 1)
+        proxy = batch["proxy"]
+        flips = random_flips(len(proxy), self.hparams.flips, proxy.device) if sample else None
         saccades = self.saccade(
             batch["image"],
-            batch["proxy"],
+            proxy,
             sample or looks > 1,
             elbo=True,
             looks=looks,
             scale_bounds=batch.get("scale_bounds"),
             jitter=self.hparams.glimpse_jitter if sample else 0.0,
-            flips=random_flips(len(batch["proxy"]), self.hparams.flips, batch["proxy"].device)
-            if sample
-            else None,
+            flips=flips,
         )
         # log of the mean class probability over the looks of each image: (B, K)
         looked = saccades.log_probs.view(-1, looks, saccades.log_probs.shape[-1])
